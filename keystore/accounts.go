@@ -1,0 +1,158 @@
+package keystore
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+func decodeAccount(b []byte) (*Account, error) {
+	a := new(Account)
+	if err := json.Unmarshal(b, a); err != nil {
+		return nil, fmt.Errorf("decoding account: %w", err)
+	}
+	return a, nil
+}
+
+func validateAccount(a *Account) error {
+	if !accountIDRE.MatchString(a.ID) {
+		return invalid("id", "id must match [a-z0-9][a-z0-9_-]{0,62}")
+	}
+	if err := validateName(a.Name); err != nil {
+		return invalid("name", "%v", err)
+	}
+	if !ValidAccountStatus(a.Status) {
+		return invalid("status", "status must be one of open, pending_cancel, suspended, past_due, terminated")
+	}
+	if err := a.RateLimit.Validate(); err != nil {
+		return invalid("rate_limit", "%v", err)
+	}
+	return nil
+}
+
+// CreateAccount stores a new account. An empty name defaults to the id and
+// an empty status to open. It fails with ErrConflict if the id exists.
+func (s *Store) CreateAccount(a Account) (*Account, error) {
+	if a.Name == "" {
+		a.Name = a.ID
+	}
+	if a.Status == "" {
+		a.Status = AccountOpen
+	}
+	if err := validateAccount(&a); err != nil {
+		return nil, err
+	}
+	s.acctMu.Lock()
+	defer s.acctMu.Unlock()
+	if _, ok := s.accounts[a.ID]; ok {
+		return nil, fmt.Errorf("account %q already exists: %w", a.ID, ErrConflict)
+	}
+	now := s.now().UTC()
+	a.CreatedAt, a.UpdatedAt = now, now
+	if err := s.update(func(t txn) error { return t.putJSON(keyA(a.ID), &a) }); err != nil {
+		return nil, err
+	}
+	st := new(accountState)
+	st.acct.Store(&a)
+	s.accounts[a.ID] = st
+	return &a, nil
+}
+
+// Account returns an account.
+func (s *Store) Account(id string) (*Account, error) {
+	st := s.accountState(id)
+	if st == nil {
+		return nil, ErrNotFound
+	}
+	return st.acct.Load(), nil
+}
+
+func (s *Store) accountState(id string) *accountState {
+	s.acctMu.RLock()
+	defer s.acctMu.RUnlock()
+	return s.accounts[id]
+}
+
+// Accounts lists every account, sorted by id.
+func (s *Store) Accounts() []*Account {
+	s.acctMu.RLock()
+	out := make([]*Account, 0, len(s.accounts))
+	for _, st := range s.accounts {
+		out = append(out, st.acct.Load())
+	}
+	s.acctMu.RUnlock()
+	slices.SortFunc(out, func(a, b *Account) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// AccountPatch names the fields of an account to change; nil leaves one as
+// it is. ClearRateLimit removes the account's own rate limit.
+type AccountPatch struct {
+	Name           *string
+	Status         *string
+	RateLimit      *RateLimit
+	ClearRateLimit bool
+}
+
+// UpdateAccount changes an account. A status change applies to its keys'
+// next request.
+func (s *Store) UpdateAccount(id string, p AccountPatch) (*Account, error) {
+	s.acctMu.Lock()
+	defer s.acctMu.Unlock()
+	st, ok := s.accounts[id]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	a := *st.acct.Load()
+	if p.Name != nil {
+		a.Name = *p.Name
+	}
+	if p.Status != nil {
+		a.Status = *p.Status
+	}
+	if p.RateLimit != nil {
+		rl := *p.RateLimit
+		a.RateLimit = &rl
+	}
+	if p.ClearRateLimit {
+		a.RateLimit = nil
+	}
+	if err := validateAccount(&a); err != nil {
+		return nil, err
+	}
+	a.UpdatedAt = s.now().UTC()
+	if err := s.update(func(t txn) error { return t.putJSON(keyA(id), &a) }); err != nil {
+		return nil, err
+	}
+	st.acct.Store(&a)
+	return &a, nil
+}
+
+// DeleteAccount removes an account that has no keys; ErrConflict otherwise.
+func (s *Store) DeleteAccount(id string) error {
+	s.acctMu.Lock()
+	defer s.acctMu.Unlock()
+	if _, ok := s.accounts[id]; !ok {
+		return ErrNotFound
+	}
+	err := s.update(func(t txn) error {
+		hasKeys := false
+		err := t.scan([]byte(pfxAcctKey+id+"/"), nil, false, false, func(_, _ []byte) (bool, error) {
+			hasKeys = true
+			return false, nil
+		})
+		if err != nil {
+			return err
+		}
+		if hasKeys {
+			return fmt.Errorf("account %q still has keys: %w", id, ErrConflict)
+		}
+		return t.del(keyA(id))
+	})
+	if err != nil {
+		return err
+	}
+	delete(s.accounts, id)
+	return nil
+}

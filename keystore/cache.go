@@ -1,0 +1,168 @@
+package keystore
+
+import (
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// snapshot is an immutable view of a key prepared for verification: the
+// record, its parsed scopes, and the identity values the proxy forwards.
+type snapshot struct {
+	key         *Key
+	scopes      []Scope
+	scopeHeader string // granted scopes, space-separated, sorted
+	account     *accountState
+	expires     int64 // unix nanos; 0 = never
+	revoked     bool
+}
+
+func newSnapshot(k *Key, acct *accountState) *snapshot {
+	sn := &snapshot{key: k, account: acct, revoked: k.RevokedAt != nil}
+	for _, s := range k.Scopes {
+		if sc, err := ParseScope(s); err == nil {
+			sn.scopes = append(sn.scopes, sc)
+		}
+	}
+	sn.scopeHeader = strings.Join(k.Scopes, " ")
+	if k.ExpiresAt != nil {
+		sn.expires = k.ExpiresAt.UnixNano()
+	}
+	return sn
+}
+
+// entry is what the cache holds for one hash.
+type entry struct {
+	snap *snapshot
+	// until is when this hash stops working (unix nanos): set for the old
+	// string of a key regenerated with a grace period; 0 = no end.
+	until int64
+	// lastUsed is the last successful verification (unix nanos), updated on
+	// every hit; flushed is the value last written to Badger.
+	lastUsed atomic.Int64
+	flushed  atomic.Int64
+}
+
+const (
+	cacheShards = 64
+	// DefaultCacheSize is how many verified keys are kept in memory.
+	DefaultCacheSize = 1 << 20
+)
+
+type cacheShard struct {
+	mu sync.RWMutex
+	m  map[Hash]*entry
+	_  [40]byte // keep shards on separate cache lines
+}
+
+// cache maps key hashes to verified records. Fills are guarded by a
+// generation counter: a fill that read Badger before a mutation committed
+// is dropped, so a stale record is never cached after the mutation's
+// invalidation.
+type cache struct {
+	shards   [cacheShards]cacheShard
+	perShard int
+	gen      atomic.Uint64
+	// evicted receives the last-used times of entries dropped before they
+	// were flushed, so that no use is lost.
+	evicted func(id string, lastUsed int64)
+}
+
+func newCache(size int, evicted func(string, int64)) *cache {
+	c := &cache{perShard: max(size/cacheShards, 1), evicted: evicted}
+	for i := range c.shards {
+		c.shards[i].m = make(map[Hash]*entry)
+	}
+	return c
+}
+
+func (c *cache) shard(h Hash) *cacheShard {
+	return &c.shards[h[0]%cacheShards]
+}
+
+func (c *cache) get(h Hash) *entry {
+	sh := c.shard(h)
+	sh.mu.RLock()
+	e := sh.m[h]
+	sh.mu.RUnlock()
+	return e
+}
+
+// put caches e under h unless a mutation happened since generation gen was
+// read. A full shard drops an arbitrary entry (Go's map order is random).
+func (c *cache) put(h Hash, e *entry, gen uint64) {
+	sh := c.shard(h)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if c.gen.Load() != gen {
+		return
+	}
+	if _, ok := sh.m[h]; !ok && len(sh.m) >= c.perShard {
+		for victim, ve := range sh.m {
+			delete(sh.m, victim)
+			c.retire(ve)
+			break
+		}
+	}
+	sh.m[h] = e
+}
+
+// invalidate drops the hashes after a mutation committed, and bumps the
+// generation so that fills racing with the mutation are not cached.
+func (c *cache) invalidate(hashes ...Hash) {
+	c.gen.Add(1)
+	for _, h := range hashes {
+		sh := c.shard(h)
+		sh.mu.Lock()
+		if e, ok := sh.m[h]; ok {
+			delete(sh.m, h)
+			c.retire(e)
+		}
+		c.gen.Add(1)
+		sh.mu.Unlock()
+	}
+}
+
+func (c *cache) retire(e *entry) {
+	if lu := e.lastUsed.Load(); lu > e.flushed.Load() && c.evicted != nil {
+		c.evicted(e.snap.key.ID, lu)
+	}
+}
+
+// lastUsed returns the latest in-memory use of any cached string of the key.
+func (c *cache) lastUsed(k *Key) int64 {
+	var best int64
+	hashes := []Hash{k.Hash}
+	if k.PrevHash != nil {
+		hashes = append(hashes, *k.PrevHash)
+	}
+	for _, h := range hashes {
+		if e := c.get(h); e != nil && e.snap.key.ID == k.ID {
+			best = max(best, e.lastUsed.Load())
+		}
+	}
+	return best
+}
+
+// each calls fn for every cached entry, shard by shard, under a read lock.
+func (c *cache) each(fn func(*entry)) {
+	for i := range c.shards {
+		sh := &c.shards[i]
+		sh.mu.RLock()
+		for _, e := range sh.m {
+			fn(e)
+		}
+		sh.mu.RUnlock()
+	}
+}
+
+func (c *cache) len() int {
+	n := 0
+	for i := range c.shards {
+		sh := &c.shards[i]
+		sh.mu.RLock()
+		n += len(sh.m)
+		sh.mu.RUnlock()
+	}
+	return n
+}

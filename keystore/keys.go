@@ -1,0 +1,481 @@
+package keystore
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// NewKey is what a caller gives to create a key.
+type NewKey struct {
+	Name      string
+	Account   string // default "default"
+	Type      string // default "api"
+	Scopes    []string
+	ExpiresAt *time.Time
+	RateLimit *RateLimit
+	Metadata  map[string]string
+}
+
+// validate checks and normalizes the fields (sorted, de-duplicated scopes).
+func (nk *NewKey) validate(now time.Time) error {
+	if nk.Account == "" {
+		nk.Account = DefaultAccount
+	}
+	if nk.Type == "" {
+		nk.Type = DefaultKeyType
+	}
+	if err := validateName(nk.Name); err != nil {
+		return invalid("name", "%v", err)
+	}
+	scopes, err := normalizeScopes(nk.Scopes)
+	if err != nil {
+		return err
+	}
+	nk.Scopes = scopes
+	if nk.ExpiresAt != nil {
+		if !nk.ExpiresAt.After(now) {
+			return invalid("expires_at", "expires_at must be in the future")
+		}
+		t := nk.ExpiresAt.UTC()
+		nk.ExpiresAt = &t
+	}
+	if err := validateType(nk.Type); err != nil {
+		return invalid("type", "%v", err)
+	}
+	if err := nk.RateLimit.Validate(); err != nil {
+		return invalid("rate_limit", "%v", err)
+	}
+	if err := validateMetadata(nk.Metadata); err != nil {
+		return invalid("metadata", "%v", err)
+	}
+	return nil
+}
+
+func normalizeScopes(in []string) ([]string, error) {
+	if len(in) == 0 {
+		return nil, invalid("scopes", "scopes must name at least one scope")
+	}
+	sc, err := ParseScopes(in)
+	if err != nil {
+		return nil, invalid("scopes", "%v", err)
+	}
+	return ScopeStrings(sc), nil
+}
+
+func newKeyID() string { return uuid.Must(uuid.NewV7()).String() }
+
+// CreateKey validates nk, generates a key of format f and stores its hash.
+// It returns the record and the plaintext key, which is not kept anywhere.
+func (s *Store) CreateKey(nk NewKey, f Format, actor string) (*Key, string, error) {
+	now := s.now().UTC()
+	if err := nk.validate(now); err != nil {
+		return nil, "", err
+	}
+	plain, err := f.Generate()
+	if err != nil {
+		return nil, "", err
+	}
+	k := &Key{
+		ID:        newKeyID(),
+		Name:      nk.Name,
+		Account:   nk.Account,
+		Type:      nk.Type,
+		Scopes:    nk.Scopes,
+		Hint:      Hint(plain, f.Prefix),
+		CreatedAt: now,
+		UpdatedAt: now,
+		ExpiresAt: nk.ExpiresAt,
+		RateLimit: nk.RateLimit,
+		Metadata:  nk.Metadata,
+		Hash:      HashKey(plain),
+	}
+	if err := s.insertKeys([]*Key{k}, ActionCreated, actor); err != nil {
+		return nil, "", err
+	}
+	return k.clone(), plain, nil
+}
+
+// insertKeys stores new keys in one durable transaction, refusing a hash
+// that is already known. The accounts must exist.
+func (s *Store) insertKeys(keys []*Key, action, actor string) error {
+	s.acctMu.RLock()
+	defer s.acctMu.RUnlock()
+	for _, k := range keys {
+		if _, ok := s.accounts[k.Account]; !ok {
+			return invalid("account", "account %q does not exist", k.Account)
+		}
+	}
+	err := s.update(func(t txn) error {
+		for _, k := range keys {
+			if _, err := t.idForHash(k.Hash); err == nil {
+				return fmt.Errorf("a key with this hash already exists: %w", ErrConflict)
+			} else if !errors.Is(err, ErrNotFound) {
+				return err
+			}
+			if err := s.writeNewKey(t, k, action, actor); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		s.cache.invalidate(k.Hash)
+	}
+	return nil
+}
+
+func (s *Store) writeNewKey(t txn, k *Key, action, actor string) error {
+	if err := t.putKey(k); err != nil {
+		return err
+	}
+	if err := t.set(keyH(k.Hash), []byte(k.ID)); err != nil {
+		return err
+	}
+	if err := t.set(keyAK(k.Account, k.ID), nil); err != nil {
+		return err
+	}
+	return t.putEvent(k.ID, Event{At: k.CreatedAt, Action: action, Actor: actor, Changes: diff(&Key{}, k)})
+}
+
+// Key returns a key's record, with its in-memory last-used time.
+func (s *Store) Key(id string) (*Key, error) {
+	var k *Key
+	err := s.view(func(t txn) error {
+		var err error
+		k, err = t.getKey(id)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.mergeLastUsed(k)
+	return k, nil
+}
+
+// mergeLastUsed sets k.LastUsedAt to the latest use known in memory, so
+// that the API shows a use at once although Badger gets it in batches.
+func (s *Store) mergeLastUsed(k *Key) {
+	lu := s.cache.lastUsed(k)
+	s.pendingMu.Lock()
+	lu = max(lu, s.pendingUse[k.ID])
+	s.pendingMu.Unlock()
+	if lu == 0 {
+		return
+	}
+	t := time.Unix(0, lu).UTC()
+	if k.LastUsedAt == nil || t.After(*k.LastUsedAt) {
+		k.LastUsedAt = &t
+	}
+}
+
+// ListQuery selects keys for ListKeys.
+type ListQuery struct {
+	Account string // only this account's keys
+	Status  string // active, revoked or expired
+	Search  string // case-insensitive substring of the name
+	Limit   int    // 1..1000
+	After   string // the last id of the previous page
+}
+
+// MaxListLimit is the largest page ListKeys returns.
+const MaxListLimit = 1000
+
+// ListKeys returns keys newest first (ids are time-ordered UUIDv7s) and the
+// id to pass as After for the next page, or "" at the end.
+func (s *Store) ListKeys(q ListQuery) ([]*Key, string, error) {
+	if q.Limit < 1 || q.Limit > MaxListLimit {
+		return nil, "", invalid("limit", "limit must be 1 to %d", MaxListLimit)
+	}
+	switch q.Status {
+	case "", StatusActive, StatusRevoked, StatusExpired:
+	default:
+		return nil, "", invalid("status", "status must be active, revoked or expired")
+	}
+	prefix := []byte(pfxKey)
+	if q.Account != "" {
+		prefix = []byte(pfxAcctKey + q.Account + "/")
+	}
+	var start []byte
+	if q.After != "" {
+		start = append(append([]byte(nil), prefix...), q.After...)
+	}
+	search := strings.ToLower(q.Search)
+	now := s.now()
+	var out []*Key
+	next := ""
+	err := s.view(func(t txn) error {
+		return t.scan(prefix, start, true, q.Account == "", func(key, val []byte) (bool, error) {
+			id := string(key[len(prefix):])
+			if id == q.After {
+				return true, nil
+			}
+			var k *Key
+			var err error
+			if val != nil {
+				k, err = decodeKey(val)
+			} else {
+				k, err = t.getKey(id)
+			}
+			if err != nil {
+				return false, err
+			}
+			if q.Status != "" && k.Status(now) != q.Status {
+				return true, nil
+			}
+			if search != "" && !strings.Contains(strings.ToLower(k.Name), search) {
+				return true, nil
+			}
+			if len(out) == q.Limit {
+				next = out[len(out)-1].ID
+				return false, nil
+			}
+			out = append(out, k)
+			return true, nil
+		})
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	for _, k := range out {
+		s.mergeLastUsed(k)
+	}
+	return out, next, nil
+}
+
+// KeyPatch names the fields of a key to change; nil leaves one as it is.
+type KeyPatch struct {
+	Name           *string
+	Scopes         []string // nil: unchanged
+	ExpiresAt      *time.Time
+	ClearExpires   bool
+	Active         *bool
+	Type           *string
+	RateLimit      *RateLimit
+	ClearRateLimit bool
+	Metadata       map[string]string // nil: unchanged
+	ClearMetadata  bool
+}
+
+// UpdateKey changes a key's fields without changing the key string, and
+// records one audit event: revoked or activated when Active changes it,
+// updated otherwise.
+func (s *Store) UpdateKey(id string, p KeyPatch, actor string) (*Key, error) {
+	now := s.now().UTC()
+	return s.mutateKey(id, actor, func(k *Key) (string, error) {
+		if p.Name != nil {
+			if err := validateName(*p.Name); err != nil {
+				return "", invalid("name", "%v", err)
+			}
+			k.Name = *p.Name
+		}
+		if p.Scopes != nil {
+			sc, err := normalizeScopes(p.Scopes)
+			if err != nil {
+				return "", err
+			}
+			k.Scopes = sc
+		}
+		switch {
+		case p.ClearExpires:
+			k.ExpiresAt = nil
+		case p.ExpiresAt != nil:
+			if !p.ExpiresAt.After(now) {
+				return "", invalid("expires_at", "expires_at must be in the future")
+			}
+			t := p.ExpiresAt.UTC()
+			k.ExpiresAt = &t
+		}
+		if p.Type != nil {
+			if err := validateType(*p.Type); err != nil {
+				return "", invalid("type", "%v", err)
+			}
+			k.Type = *p.Type
+		}
+		switch {
+		case p.ClearRateLimit:
+			k.RateLimit = nil
+		case p.RateLimit != nil:
+			if err := p.RateLimit.Validate(); err != nil {
+				return "", invalid("rate_limit", "%v", err)
+			}
+			rl := *p.RateLimit
+			k.RateLimit = &rl
+		}
+		switch {
+		case p.ClearMetadata:
+			k.Metadata = nil
+		case p.Metadata != nil:
+			if err := validateMetadata(p.Metadata); err != nil {
+				return "", invalid("metadata", "%v", err)
+			}
+			k.Metadata = maps.Clone(p.Metadata)
+		}
+		action := ActionUpdated
+		if p.Active != nil {
+			switch {
+			case !*p.Active && k.RevokedAt == nil:
+				k.RevokedAt = &now
+				action = ActionRevoked
+			case *p.Active && k.RevokedAt != nil:
+				k.RevokedAt = nil
+				action = ActionActivated
+			}
+		}
+		return action, nil
+	})
+}
+
+// RevokeKey revokes a key: it is refused from the next request on.
+func (s *Store) RevokeKey(id, actor string) (*Key, error) {
+	f := false
+	return s.UpdateKey(id, KeyPatch{Active: &f}, actor)
+}
+
+// ActivateKey re-activates a revoked key.
+func (s *Store) ActivateKey(id, actor string) (*Key, error) {
+	t := true
+	return s.UpdateKey(id, KeyPatch{Active: &t}, actor)
+}
+
+// RegenerateKey gives a key a new string of format f, keeping its id and
+// everything else. The old string stops working at once, or with a grace
+// period at the end of it (never later than the key's expiry). A string
+// kept by an earlier grace period stops at once.
+func (s *Store) RegenerateKey(id string, f Format, grace time.Duration, actor string) (*Key, string, error) {
+	if grace < 0 {
+		return nil, "", invalid("grace_period", "grace_period must not be negative")
+	}
+	plain, err := f.Generate()
+	if err != nil {
+		return nil, "", err
+	}
+	newHash := HashKey(plain)
+	now := s.now().UTC()
+	k, err := s.mutateKeyTx(id, actor, func(t txn, k *Key) (string, error) {
+		if k.PrevHash != nil {
+			if err := t.del(keyH(*k.PrevHash)); err != nil {
+				return "", err
+			}
+			k.PrevHash = nil
+			k.PrevUntil = time.Time{}
+		}
+		until := now.Add(grace)
+		if k.ExpiresAt != nil && k.ExpiresAt.Before(until) {
+			until = *k.ExpiresAt
+		}
+		if grace > 0 && until.After(now) {
+			old := k.Hash
+			k.PrevHash = &old
+			k.PrevUntil = until
+			if err := t.setHashTTL(old, k.ID, until.Sub(now)+time.Second); err != nil {
+				return "", err
+			}
+		} else if err := t.del(keyH(k.Hash)); err != nil {
+			return "", err
+		}
+		k.Hash = newHash
+		k.Hint = Hint(plain, f.Prefix)
+		return ActionRegenerated, t.set(keyH(newHash), []byte(k.ID))
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	return k, plain, nil
+}
+
+// mutateKey applies change to a key in one durable transaction, records an
+// audit event with the changes, and invalidates the cache.
+func (s *Store) mutateKey(id, actor string, change func(*Key) (string, error)) (*Key, error) {
+	return s.mutateKeyTx(id, actor, func(_ txn, k *Key) (string, error) { return change(k) })
+}
+
+func (s *Store) mutateKeyTx(id, actor string, change func(txn, *Key) (string, error)) (*Key, error) {
+	var before, after *Key
+	err := s.update(func(t txn) error {
+		k, err := t.getKey(id)
+		if err != nil {
+			return err
+		}
+		before = k.clone()
+		s.mergeLastUsed(k)
+		action, err := change(t, k)
+		if err != nil {
+			return err
+		}
+		k.UpdatedAt = s.now().UTC()
+		if err := t.putKey(k); err != nil {
+			return err
+		}
+		after = k
+		return t.putEvent(id, Event{At: k.UpdatedAt, Action: action, Actor: actor, Changes: diff(before, k)})
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.cache.invalidate(hashesOf(before, after)...)
+	return after.clone(), nil
+}
+
+func hashesOf(keys ...*Key) []Hash {
+	var hs []Hash
+	for _, k := range keys {
+		hs = append(hs, k.Hash)
+		if k.PrevHash != nil {
+			hs = append(hs, *k.PrevHash)
+		}
+	}
+	return hs
+}
+
+// DeleteKey removes a key and its audit events; its string is unknown from
+// the next request on.
+func (s *Store) DeleteKey(id string) error {
+	var k *Key
+	err := s.update(func(t txn) error {
+		var err error
+		if k, err = t.getKey(id); err != nil {
+			return err
+		}
+		for _, h := range hashesOf(k) {
+			if err := t.del(keyH(h)); err != nil {
+				return err
+			}
+		}
+		if err := t.del(keyAK(k.Account, id)); err != nil {
+			return err
+		}
+		if err := t.del(keyK(id)); err != nil {
+			return err
+		}
+		var events [][]byte
+		err = t.scan([]byte(pfxEvent+id+"/"), nil, false, false, func(key, _ []byte) (bool, error) {
+			events = append(events, append([]byte(nil), key...))
+			return true, nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, e := range events {
+			if err := t.del(e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	s.cache.invalidate(hashesOf(k)...)
+	s.pendingMu.Lock()
+	delete(s.pendingUse, id)
+	s.pendingMu.Unlock()
+	return nil
+}
