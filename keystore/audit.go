@@ -14,7 +14,6 @@ const (
 	ActionRevoked     = "revoked"
 	ActionActivated   = "activated"
 	ActionRegenerated = "regenerated"
-	ActionImported    = "imported"
 )
 
 // Change is one field's old and new value in an audit event.

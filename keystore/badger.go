@@ -255,3 +255,6 @@ func (s *Store) runGC() {
 	for s.db.RunValueLogGC(0.5) == nil {
 	}
 }
+
+// isTxnTooBig reports whether a transaction exceeded Badger's size bound.
+func isTxnTooBig(err error) bool { return errors.Is(err, badger.ErrTxnTooBig) }

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -146,6 +147,11 @@ func validateName(name string) error {
 	n := utf8.RuneCountInString(name)
 	if strings.TrimSpace(name) == "" || n > MaxNameLen || !utf8.ValidString(name) {
 		return fmt.Errorf("name must be 1 to %d characters", MaxNameLen)
+	}
+	// The name is forwarded in X-Api-Key-Name: control characters would
+	// make the header invalid.
+	if strings.IndexFunc(name, unicode.IsControl) >= 0 {
+		return fmt.Errorf("name must not contain control characters")
 	}
 	return nil
 }

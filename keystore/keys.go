@@ -438,11 +438,23 @@ func hashesOf(keys ...*Key) []Hash {
 // DeleteKey removes a key and its audit events; its string is unknown from
 // the next request on.
 func (s *Store) DeleteKey(id string) error {
+	return s.deleteKeyIf(id, nil)
+}
+
+// errSkipped is deleteKeyIf's answer when the condition no longer holds.
+var errSkipped = errors.New("skipped")
+
+// deleteKeyIf deletes a key if cond (checked inside the transaction) holds
+// or is nil.
+func (s *Store) deleteKeyIf(id string, cond func(*Key) bool) error {
 	var k *Key
 	err := s.update(func(t txn) error {
 		var err error
 		if k, err = t.getKey(id); err != nil {
 			return err
+		}
+		if cond != nil && !cond(k) {
+			return errSkipped
 		}
 		for _, h := range hashesOf(k) {
 			if err := t.del(keyH(h)); err != nil {

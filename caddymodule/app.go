@@ -1,0 +1,174 @@
+// Package caddymodule is the Caddy glue of caddy-apikey: the apikey app
+// (global options, owner of the key store), the apikey and apikey_admin
+// HTTP handlers, their Caddyfile syntax, the admin-endpoint routes and the
+// caddy apikey CLI. Decisions live in the keystore package.
+package caddymodule
+
+import (
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/caddy-apikey/caddy-apikey/keystore"
+)
+
+func init() {
+	caddy.RegisterModule(App{})
+}
+
+// App is the apikey app: it owns the key store and the key format. Every
+// apikey and apikey_admin handler, and the admin endpoint's /apikey/ routes,
+// use the store of the running config's apikey app. The app is loaded with
+// its defaults when a handler needs it and no global options configure it.
+type App struct {
+	// Storage is the directory of the Badger key store. Default:
+	// the "apikey" folder in Caddy's data directory. Every config that
+	// names the same directory shares one open store, so a reload keeps
+	// the store (and its cache) open.
+	Storage string `json:"storage,omitempty"`
+
+	// Prefix starts every key this app issues and accepts: 1 to 16
+	// characters of [A-Za-z0-9_]. Default: ak_.
+	Prefix string `json:"prefix,omitempty"`
+
+	// Length is the number of random base62 characters after the prefix,
+	// 22 to 128. Default: 43 (256 bits).
+	Length int `json:"length,omitempty"`
+
+	// Checksum appends a 6-character base62 CRC32 of the prefix and random
+	// part, so that a malformed or mistyped key is refused without a store
+	// lookup and secret scanners can recognise a leaked key offline.
+	// Default: true.
+	Checksum *bool `json:"checksum,omitempty"`
+
+	// CacheSize bounds how many verified keys are kept in memory; a key
+	// outside the cache is read from Badger. Default: 1048576. Only the
+	// first config to open a store sets it.
+	CacheSize int `json:"cache_size,omitempty"`
+
+	// LastUsedFlush is the longest time a key's last-used time stays only
+	// in memory before it is written to the store. Default: 30s. Only the
+	// first config to open a store sets it.
+	LastUsedFlush caddy.Duration `json:"last_used_flush,omitempty"`
+
+	// AcceptForeignKeys makes handlers look up a credential of 16 to 256
+	// printable ASCII characters that does not match the key format,
+	// instead of refusing it as malformed_key: for keys imported from
+	// another system. Default: false.
+	AcceptForeignKeys bool `json:"accept_foreign_keys,omitempty"`
+
+	store  *keystore.Store
+	format keystore.Format
+	dir    string
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "apikey",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+// stores shares one open Store per directory between configs: a reload
+// provisions the new config (which finds the store open) before it cleans
+// up the old one (which releases its reference).
+var stores = caddy.NewUsagePool()
+
+type storeHandle struct{ *keystore.Store }
+
+func (h storeHandle) Destruct() error { return h.Close() }
+
+// Provision sets the defaults and opens (or shares) the store.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.logger = ctx.Logger()
+	a.format = keystore.Format{Prefix: a.Prefix, Length: a.Length, Checksum: a.Checksum == nil || *a.Checksum}
+	if a.format.Prefix == "" {
+		a.format.Prefix = keystore.DefaultPrefix
+	}
+	if a.format.Length == 0 {
+		a.format.Length = keystore.DefaultLength
+	}
+	if err := a.format.Validate(); err != nil {
+		return err
+	}
+	dir := a.Storage
+	if dir == "" {
+		dir = filepath.Join(caddy.AppDataDir(), "apikey")
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return fmt.Errorf("storage %s: %v", dir, err)
+	}
+	a.dir = abs
+	val, loaded, err := stores.LoadOrNew(abs, func() (caddy.Destructor, error) {
+		s, err := keystore.Open(keystore.Options{
+			Dir:           abs,
+			Logger:        a.logger.Named("store"),
+			CacheSize:     a.CacheSize,
+			LastUsedFlush: time.Duration(a.LastUsedFlush),
+		})
+		if err != nil {
+			return nil, err
+		}
+		return storeHandle{s}, nil
+	})
+	if err != nil {
+		return err
+	}
+	a.store = val.(storeHandle).Store
+	a.logger.Info("key store ready", zap.String("storage", abs), zap.Bool("shared", loaded))
+	return nil
+}
+
+// Validate checks settings that Provision does not.
+func (a *App) Validate() error {
+	if a.CacheSize < 0 {
+		return fmt.Errorf("cache_size must not be negative")
+	}
+	if a.LastUsedFlush < 0 {
+		return fmt.Errorf("last_used_flush must not be negative")
+	}
+	return nil
+}
+
+// Start does nothing: the store is opened in Provision so that handlers
+// can use it as soon as they are provisioned.
+func (a *App) Start() error { return nil }
+
+// Stop does nothing: the store is released in Cleanup, after the next
+// config (if any) has taken its own reference.
+func (a *App) Stop() error { return nil }
+
+// Cleanup releases this config's reference to the store; the last one
+// flushes last-used times and closes it.
+func (a *App) Cleanup() error {
+	if a.store == nil {
+		return nil
+	}
+	_, err := stores.Delete(a.dir)
+	a.store = nil
+	return err
+}
+
+// Store is the app's key store.
+func (a *App) Store() *keystore.Store { return a.store }
+
+// Format is the format of the keys the app issues and accepts.
+func (a *App) Format() keystore.Format { return a.format }
+
+// Interface guards.
+var (
+	_ caddy.App         = (*App)(nil)
+	_ caddy.Provisioner = (*App)(nil)
+	_ caddy.Validator   = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
+)
+
+func (a *App) verifier() keystore.Verifier {
+	return keystore.Verifier{Store: a.store, Format: a.format, AcceptForeign: a.AcceptForeignKeys}
+}

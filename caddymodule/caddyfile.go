@@ -1,0 +1,198 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"strconv"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	httpcaddyfile.RegisterGlobalOption("apikey", parseGlobalOption)
+	httpcaddyfile.RegisterHandlerDirective("apikey", parseHandler)
+	// After basic_auth and forward_auth, before the handlers that serve or
+	// proxy: no route or order block needed.
+	httpcaddyfile.RegisterDirectiveOrder("apikey", httpcaddyfile.After, "forward_auth")
+}
+
+// parseGlobalOption sets up the apikey app from the global options block:
+//
+//	{
+//		apikey {
+//			storage <dir>
+//			prefix <p>
+//			length <n>
+//			checksum on|off
+//			cache_size <n>
+//			last_used_flush <duration>
+//			accept_foreign_keys
+//		}
+//	}
+func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
+	app := new(App)
+	if err := app.UnmarshalCaddyfile(d); err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(app)
+	if err != nil {
+		return nil, err
+	}
+	return httpcaddyfile.App{Name: "apikey", Value: b}, nil
+}
+
+// UnmarshalCaddyfile sets up the app from Caddyfile tokens (see
+// parseGlobalOption for the syntax).
+func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the option name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "storage":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			a.Storage = d.Val()
+		case "prefix":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			a.Prefix = d.Val()
+		case "length":
+			n, err := intArg(d)
+			if err != nil {
+				return err
+			}
+			a.Length = n
+		case "checksum":
+			on, err := onOffArg(d)
+			if err != nil {
+				return err
+			}
+			a.Checksum = &on
+		case "cache_size":
+			n, err := intArg(d)
+			if err != nil {
+				return err
+			}
+			a.CacheSize = n
+		case "last_used_flush":
+			dur, err := durationArg(d)
+			if err != nil {
+				return err
+			}
+			a.LastUsedFlush = caddy.Duration(dur)
+		case "accept_foreign_keys":
+			a.AcceptForeignKeys = true
+		default:
+			return d.Errf("unrecognized apikey option: %s", d.Val())
+		}
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+	}
+	return nil
+}
+
+// parseHandler sets up the apikey handler. Syntax:
+//
+//	apikey [<scope>] {
+//		require <scope>
+//		header <name>
+//		bearer on|off
+//		forward_key
+//	}
+func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(Handler)
+	err := m.UnmarshalCaddyfile(h.Dispenser)
+	return m, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens (see
+// parseHandler for the syntax).
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the directive name
+	if d.NextArg() {
+		h.Require = d.Val()
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "require":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if h.Require != "" {
+				return d.Err("the required scope is already set")
+			}
+			h.Require = d.Val()
+		case "header":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			h.Header = d.Val()
+		case "bearer":
+			on, err := onOffArg(d)
+			if err != nil {
+				return err
+			}
+			h.Bearer = &on
+		case "forward_key":
+			h.ForwardKey = true
+		default:
+			return d.Errf("unrecognized apikey subdirective: %s", d.Val())
+		}
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+	}
+	return nil
+}
+
+func intArg(d *caddyfile.Dispenser) (int, error) {
+	if !d.NextArg() {
+		return 0, d.ArgErr()
+	}
+	n, err := strconv.Atoi(d.Val())
+	if err != nil {
+		return 0, d.Errf("%s: not a whole number: %s", d.Val(), err)
+	}
+	return n, nil
+}
+
+func onOffArg(d *caddyfile.Dispenser) (bool, error) {
+	if !d.NextArg() {
+		return false, d.ArgErr()
+	}
+	switch d.Val() {
+	case "on":
+		return true, nil
+	case "off":
+		return false, nil
+	}
+	return false, d.Errf("want on or off, got %s", d.Val())
+}
+
+func durationArg(d *caddyfile.Dispenser) (time.Duration, error) {
+	if !d.NextArg() {
+		return 0, d.ArgErr()
+	}
+	dur, err := caddy.ParseDuration(d.Val())
+	if err != nil {
+		return 0, d.Errf("%s: %v", d.Val(), err)
+	}
+	return dur, nil
+}
+
+// Interface guards.
+var (
+	_ caddyfile.Unmarshaler = (*App)(nil)
+	_ caddyfile.Unmarshaler = (*Handler)(nil)
+)

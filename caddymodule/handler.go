@@ -1,0 +1,168 @@
+package caddymodule
+
+import (
+	"fmt"
+	"net/http"
+	"net/textproto"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caddy-apikey/caddy-apikey/keystore"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// DefaultKeyHeader is the header a key is sent in unless configured.
+const DefaultKeyHeader = "X-API-Key"
+
+// Handler verifies the API key of every request and passes only verified
+// requests on, with the key's identity in X-Api-Key-Id, X-Api-Key-Name,
+// X-Api-Key-Type, X-Api-Account and X-Api-Scopes. Refused requests get a
+// JSON body {"error": "<code>", "message": "..."} and never reach the next
+// handler.
+//
+// The checks, in order: a key is present (401 missing_key), matches the
+// key format (401 malformed_key), is known by its SHA-256 (401
+// invalid_key), is not revoked (401 key_revoked) or expired (401
+// key_expired), its account is open or pending_cancel (403
+// account_inactive), and it has the scope the route requires (403
+// insufficient_scope).
+type Handler struct {
+	// Require is the scope a request needs: a full scope such as
+	// contacts:read, or a bare resource such as contacts whose access
+	// comes from the method (GET, HEAD, OPTIONS read; POST, PUT, PATCH
+	// write; DELETE delete; any other method write). A granted write or
+	// delete satisfies a required read, and a granted *:<access> satisfies
+	// any resource. Empty: any valid key passes.
+	Require string `json:"require,omitempty"`
+
+	// Header is the request header that carries the key. Default:
+	// X-API-Key.
+	Header string `json:"header,omitempty"`
+
+	// Bearer also accepts the key as "Authorization: Bearer <key>".
+	// Default: true.
+	Bearer *bool `json:"bearer,omitempty"`
+
+	// ForwardKey keeps the header that carried the key on the request that
+	// goes to the next handler (and upstream). By default it is removed,
+	// so that the backend never sees a plaintext key.
+	ForwardKey bool `json:"forward_key,omitempty"`
+
+	auth   authenticator
+	req    keystore.Requirement
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.apikey",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision parses the required scope and attaches the handler to the
+// apikey app's store.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	if h.Require != "" {
+		req, err := keystore.ParseRequirement(h.Require)
+		if err != nil {
+			return fmt.Errorf("require: %v", err)
+		}
+		h.req = req
+	}
+	auth, err := newAuthenticator(ctx, h.Header, h.Bearer)
+	if err != nil {
+		return err
+	}
+	h.auth = auth
+	return nil
+}
+
+// ServeHTTP checks the request's key and, if it passes, forwards the
+// request with the key's identity.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	stripIdentity(r.Header)
+	var required keystore.Scope
+	if !h.req.IsZero() {
+		required = h.req.For(r.Method)
+	}
+	res, src, ok := h.auth.authenticate(w, r, required, !h.req.IsZero(), h.logger)
+	if !ok {
+		return nil
+	}
+	if !h.ForwardKey {
+		h.auth.removeCredential(r.Header, src)
+	}
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	setIdentity(r.Header, repl, &res)
+	return next.ServeHTTP(w, r)
+}
+
+// authenticator finds, checks and (on failure) answers for a request's key.
+// The apikey and apikey_admin handlers share it, so they refuse alike.
+type authenticator struct {
+	verifier keystore.Verifier
+	header   string // canonical
+	bearer   bool
+}
+
+func newAuthenticator(ctx caddy.Context, header string, bearer *bool) (authenticator, error) {
+	appIface, err := ctx.App("apikey")
+	if err != nil {
+		return authenticator{}, fmt.Errorf("loading apikey app: %v", err)
+	}
+	app := appIface.(*App)
+	if header == "" {
+		header = DefaultKeyHeader
+	}
+	return authenticator{
+		verifier: app.verifier(),
+		header:   textproto.CanonicalMIMEHeaderKey(header),
+		bearer:   bearer == nil || *bearer,
+	}, nil
+}
+
+// authenticate verifies the request's key. On any refusal it writes the
+// response and returns ok=false.
+func (a *authenticator) authenticate(w http.ResponseWriter, r *http.Request, required keystore.Scope, needScope bool, log *zap.Logger) (keystore.Result, credentialSource, bool) {
+	cred, src, unambiguous := extractCredential(r.Header, a.header, a.bearer)
+	if !unambiguous {
+		res := keystore.Result{Outcome: keystore.MalformedKey}
+		refuse(w, res, a.header)
+		return res, src, false
+	}
+	res, err := a.verifier.Verify(cred, required, needScope)
+	if err != nil {
+		log.Error("verifying API key", zap.Error(err))
+		storeUnavailable(w)
+		return res, src, false
+	}
+	if res.Outcome != keystore.OK {
+		refuse(w, res, a.header)
+		return res, src, false
+	}
+	return res, src, true
+}
+
+// removeCredential deletes the header(s) that carried the key.
+func (a *authenticator) removeCredential(h http.Header, src credentialSource) {
+	if src == fromHeader || src == fromBoth {
+		delete(h, a.header)
+	}
+	if src == fromBearer || src == fromBoth {
+		delete(h, "Authorization")
+	}
+}
+
+// Interface guards.
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

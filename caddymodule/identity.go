@@ -1,0 +1,122 @@
+package caddymodule
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-apikey/caddy-apikey/keystore"
+)
+
+// The identity headers the backend receives. Clients can never set them:
+// any header of these names is removed from every request first.
+const (
+	HeaderKeyID   = "X-Api-Key-Id"
+	HeaderKeyName = "X-Api-Key-Name"
+	HeaderKeyType = "X-Api-Key-Type"
+	HeaderAccount = "X-Api-Account"
+	HeaderScopes  = "X-Api-Scopes"
+)
+
+var identityHeaders = [...]string{HeaderKeyID, HeaderKeyName, HeaderKeyType, HeaderAccount, HeaderScopes}
+
+// stripIdentity removes client-sent identity headers: under their canonical
+// names, under any spelling that a backend might read as the same name
+// (case, or _ for -, as CGI and some proxies map them), and from the
+// tokens of Connection, which would make a proxy drop the headers we set.
+func stripIdentity(h http.Header) {
+	for _, n := range identityHeaders {
+		delete(h, n)
+	}
+	for k := range h {
+		if isIdentityName(k) {
+			delete(h, k)
+		}
+	}
+	if conn, ok := h["Connection"]; ok {
+		h["Connection"] = filterConnection(conn)
+		if len(h["Connection"]) == 0 {
+			delete(h, "Connection")
+		}
+	}
+}
+
+// isIdentityName reports whether a header name reads as one of the identity
+// headers, ignoring case and treating _ as -.
+func isIdentityName(name string) bool {
+	if len(name) < len(HeaderAccount) || len(name) > len(HeaderKeyName) {
+		return false
+	}
+	for _, n := range identityHeaders {
+		if len(n) != len(name) {
+			continue
+		}
+		match := true
+		for i := 0; i < len(n) && match; i++ {
+			c := name[i]
+			if c == '_' {
+				c = '-'
+			}
+			match = lower(c) == lower(n[i])
+		}
+		if match {
+			return true
+		}
+	}
+	return false
+}
+
+func lower(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+// filterConnection drops identity header names from Connection values; it
+// returns vals itself when there is nothing to drop.
+func filterConnection(vals []string) []string {
+	dirty := false
+	for _, v := range vals {
+		for tok := range strings.SplitSeq(v, ",") {
+			if isIdentityName(strings.TrimSpace(tok)) {
+				dirty = true
+			}
+		}
+	}
+	if !dirty {
+		return vals
+	}
+	var out []string
+	for _, v := range vals {
+		var keep []string
+		for tok := range strings.SplitSeq(v, ",") {
+			if t := strings.TrimSpace(tok); t != "" && !isIdentityName(t) {
+				keep = append(keep, t)
+			}
+		}
+		if len(keep) > 0 {
+			out = append(out, strings.Join(keep, ", "))
+		}
+	}
+	return out
+}
+
+// setIdentity sets the identity headers and placeholders of a verified key.
+func setIdentity(h http.Header, repl *caddy.Replacer, res *keystore.Result) {
+	k := res.Key
+	h[HeaderKeyID] = []string{k.ID}
+	h[HeaderKeyName] = []string{k.Name}
+	h[HeaderKeyType] = []string{k.Type}
+	h[HeaderAccount] = []string{k.Account}
+	h[HeaderScopes] = []string{res.ScopeHeader}
+	if repl == nil {
+		return
+	}
+	repl.Set("http.auth.user.id", k.ID)
+	repl.Set("http.auth.user.name", k.Name)
+	repl.Set("http.auth.user.account", k.Account)
+	repl.Set("http.auth.user.type", k.Type)
+	repl.Set("http.auth.user.scopes", res.ScopeHeader)
+}

@@ -1,0 +1,75 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/caddy-apikey/caddy-apikey/keystore"
+)
+
+// refusal is the JSON body of every refused request, and of every error of
+// the admin API: {"error": "<code>", "message": "<one sentence>", ...}.
+type refusal struct {
+	Error         string `json:"error"`
+	Message       string `json:"message"`
+	AccountStatus string `json:"account_status,omitempty"`
+	RequiredScope string `json:"required_scope,omitempty"`
+}
+
+// refuse writes the response for a verification outcome other than OK.
+func refuse(w http.ResponseWriter, res keystore.Result, keyHeader string) {
+	body := refusal{Error: res.Outcome.Code()}
+	status := http.StatusUnauthorized
+	hdr := w.Header()
+	switch res.Outcome {
+	case keystore.MissingKey:
+		body.Message = "no API key was given: send it in the " + keyHeader + " header or as Authorization: Bearer <key>"
+		hdr.Set("WWW-Authenticate", `Bearer realm="api"`)
+	case keystore.MalformedKey:
+		body.Message = "the API key is not in the format this service issues"
+	case keystore.InvalidKey:
+		body.Message = "the API key is not valid"
+	case keystore.KeyRevoked:
+		body.Message = "the API key has been revoked"
+	case keystore.KeyExpired:
+		body.Message = "the API key has expired"
+	case keystore.AccountInactive:
+		status = http.StatusForbidden
+		body.AccountStatus = res.AccountStatus
+		body.Message = "the account of this API key is " + res.AccountStatus + ", so its keys cannot be used"
+	case keystore.InsufficientScope:
+		status = http.StatusForbidden
+		scope := res.Required.String()
+		body.RequiredScope = scope
+		body.Message = "this request requires the " + scope + " scope"
+		hdr.Set("WWW-Authenticate", `Bearer error="insufficient_scope", scope="`+scope+`"`)
+	}
+	if status == http.StatusUnauthorized && res.Outcome != keystore.MissingKey {
+		hdr.Set("WWW-Authenticate", `Bearer realm="api", error="invalid_token"`)
+	}
+	writeJSON(w, status, body)
+}
+
+// storeUnavailable answers when the store failed to read: the request is
+// refused (fail closed), not passed.
+func storeUnavailable(w http.ResponseWriter) {
+	w.Header().Set("Retry-After", "1")
+	writeJSON(w, http.StatusServiceUnavailable, refusal{
+		Error:   "unavailable",
+		Message: "the API key store is unavailable; try again shortly",
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		b = []byte(`{"error":"internal","message":"the response could not be encoded"}`)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
