@@ -12,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/caddy-apikey/caddy-apikey/adminapi"
 	"github.com/caddy-apikey/caddy-apikey/keystore"
 )
 
@@ -61,6 +62,7 @@ type App struct {
 	AcceptForeignKeys bool `json:"accept_foreign_keys,omitempty"`
 
 	store  *keystore.Store
+	api    *adminapi.API
 	format keystore.Format
 	dir    string
 	logger *zap.Logger
@@ -121,6 +123,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.store = val.(storeHandle).Store
+	a.api = adminapi.New(adminapi.Options{Store: a.store, Format: a.format, Logger: a.logger.Named("admin")})
 	a.logger.Info("key store ready", zap.String("storage", abs), zap.Bool("shared", loaded))
 	return nil
 }
@@ -163,9 +166,9 @@ func (a *App) Format() keystore.Format { return a.format }
 
 // Interface guards.
 var (
-	_ caddy.App         = (*App)(nil)
-	_ caddy.Provisioner = (*App)(nil)
-	_ caddy.Validator   = (*App)(nil)
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.Validator    = (*App)(nil)
 	_ caddy.CleanerUpper = (*App)(nil)
 )
 

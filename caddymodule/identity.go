@@ -45,7 +45,9 @@ func stripIdentity(h http.Header) {
 // isIdentityName reports whether a header name reads as one of the identity
 // headers, ignoring case and treating _ as -.
 func isIdentityName(name string) bool {
-	if len(name) < len(HeaderAccount) || len(name) > len(HeaderKeyName) {
+	// The shortest names (X-Api-Key-Id, X-Api-Scopes) are 12 characters,
+	// the longest (X-Api-Key-Name, X-Api-Key-Type) 14.
+	if len(name) < len(HeaderKeyID) || len(name) > len(HeaderKeyName) {
 		return false
 	}
 	for _, n := range identityHeaders {

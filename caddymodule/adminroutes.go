@@ -1,0 +1,52 @@
+package caddymodule
+
+import (
+	"net/http"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-apikey/caddy-apikey/adminapi"
+)
+
+func init() {
+	caddy.RegisterModule(AdminRoutes{})
+}
+
+// AdminRoutes serves the admin API on Caddy's admin endpoint, under
+// /apikey/: the operator's full control over every account's keys. It
+// relies on the admin endpoint's own protection (localhost by default).
+// Requests go to the store of the running config's apikey app.
+type AdminRoutes struct{}
+
+// CaddyModule returns the Caddy module information.
+func (AdminRoutes) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "admin.api.apikey",
+		New: func() caddy.Module { return new(AdminRoutes) },
+	}
+}
+
+// Routes returns the admin routes under /apikey/.
+func (AdminRoutes) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{{
+		Pattern: "/apikey/",
+		Handler: caddy.AdminHandlerFunc(serveAdmin),
+	}}
+}
+
+func serveAdmin(w http.ResponseWriter, r *http.Request) error {
+	appIface, err := caddy.ActiveContext().AppIfConfigured("apikey")
+	if err != nil {
+		adminapi.WriteError(w, http.StatusServiceUnavailable, "unavailable",
+			"the running config does not use the apikey app: add an apikey handler or global option")
+		return nil
+	}
+	app := appIface.(*App)
+	http.StripPrefix("/apikey", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		app.api.Serve(w, r, adminapi.OperatorCaller())
+	})).ServeHTTP(w, r)
+	return nil
+}
+
+// Interface guards.
+var _ caddy.AdminRouter = (*AdminRoutes)(nil)

@@ -1,0 +1,147 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+)
+
+func TestUnmarshalHandler(t *testing.T) {
+	for i, tc := range []struct {
+		input   string
+		want    string
+		wantErr bool
+	}{
+		{input: `apikey`, want: `{}`},
+		{input: `apikey contacts:read`, want: `{"require":"contacts:read"}`},
+		{input: `apikey contacts`, want: `{"require":"contacts"}`},
+		{input: "apikey {\n require contacts:write\n header X-Token\n bearer off\n forward_key\n}", want: `{"require":"contacts:write","header":"X-Token","bearer":false,"forward_key":true}`},
+		{input: "apikey {\n bearer on\n}", want: `{"bearer":true}`},
+		{input: `apikey a b`, wantErr: true},
+		{input: "apikey contacts {\n require billing\n}", wantErr: true},
+		{input: "apikey {\n bearer maybe\n}", wantErr: true},
+		{input: "apikey {\n header\n}", wantErr: true},
+		{input: "apikey {\n forward_key yes\n}", wantErr: true},
+		{input: "apikey {\n unknown\n}", wantErr: true},
+	} {
+		var h Handler
+		err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
+		if tc.wantErr {
+			if err == nil {
+				t.Errorf("test %d: expected an error", i)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("test %d: %v", i, err)
+			continue
+		}
+		got, _ := json.Marshal(h)
+		if string(got) != tc.want {
+			t.Errorf("test %d: got %s, want %s", i, got, tc.want)
+		}
+	}
+}
+
+func TestUnmarshalApp(t *testing.T) {
+	for i, tc := range []struct {
+		input   string
+		want    string
+		wantErr bool
+	}{
+		{input: "apikey {\n}", want: `{}`},
+		{input: "apikey {\n storage /var/lib/keys\n prefix bme_\n length 43\n checksum off\n cache_size 1000\n last_used_flush 10s\n accept_foreign_keys\n}",
+			want: `{"storage":"/var/lib/keys","prefix":"bme_","length":43,"checksum":false,"cache_size":1000,"last_used_flush":10000000000,"accept_foreign_keys":true}`},
+		{input: "apikey {\n length many\n}", wantErr: true},
+		{input: "apikey {\n checksum\n}", wantErr: true},
+		{input: "apikey {\n last_used_flush soon\n}", wantErr: true},
+		{input: "apikey {\n storage a b\n}", wantErr: true},
+		{input: "apikey {\n nope\n}", wantErr: true},
+		{input: "apikey extra {\n}", wantErr: true},
+	} {
+		var a App
+		err := a.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
+		if tc.wantErr {
+			if err == nil {
+				t.Errorf("test %d: expected an error", i)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("test %d: %v", i, err)
+			continue
+		}
+		got, _ := json.Marshal(a)
+		if string(got) != tc.want {
+			t.Errorf("test %d: got %s, want %s", i, got, tc.want)
+		}
+	}
+}
+
+// TestAdaptCaddyfile checks the whole Caddyfile adaptation: the global
+// option becomes the apikey app, and the directives are ordered before
+// reverse_proxy without a route block.
+func TestAdaptCaddyfile(t *testing.T) {
+	input := `{
+	apikey {
+		storage /tmp/keys
+		prefix bme_
+	}
+}
+example.com {
+	reverse_proxy localhost:3000
+	apikey contacts
+}
+`
+	adapter := caddyconfig.GetAdapter("caddyfile")
+	out, warnings, err := adapter.Adapt([]byte(input), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warnings) > 0 {
+		t.Errorf("warnings: %v", warnings)
+	}
+	var cfg struct {
+		Apps struct {
+			APIKey json.RawMessage `json:"apikey"`
+			HTTP   struct {
+				Servers map[string]struct {
+					Routes []struct {
+						Handle []struct {
+							Routes []struct {
+								Handle []map[string]any `json:"handle"`
+							} `json:"routes"`
+						} `json:"handle"`
+					} `json:"routes"`
+				} `json:"servers"`
+			} `json:"http"`
+		} `json:"apps"`
+	}
+	if err := json.Unmarshal(out, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(cfg.Apps.APIKey); got != `{"storage":"/tmp/keys","prefix":"bme_"}` {
+		t.Errorf("apikey app: %s", got)
+	}
+	var handlers []string
+	for _, srv := range cfg.Apps.HTTP.Servers {
+		for _, r := range srv.Routes {
+			for _, h := range r.Handle {
+				for _, sub := range h.Routes {
+					for _, hh := range sub.Handle {
+						handlers = append(handlers, hh["handler"].(string))
+						if hh["handler"] == "apikey" && hh["require"] != "contacts" {
+							t.Errorf("apikey handler: %v", hh)
+						}
+					}
+				}
+			}
+		}
+	}
+	if len(handlers) != 2 || handlers[0] != "apikey" || handlers[1] != "reverse_proxy" {
+		t.Errorf("handler order: %v\n%s", handlers, out)
+	}
+}
