@@ -148,8 +148,8 @@ http://localhost:9080 {
 // start loads the site config with a fresh store and upstream.
 func start(t *testing.T) *env {
 	t.Helper()
-	dir := filepath.Join(baseDir, strings.ReplaceAll(t.Name(), "/", "_"))
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	dir, err := os.MkdirTemp(baseDir, strings.ReplaceAll(t.Name(), "/", "_")+"-")
+	if err != nil {
 		t.Fatal(err)
 	}
 	e := &env{t: t, tester: caddytest.NewTester(t), up: newRecorder(t), dir: dir, storage: filepath.Join(dir, "store")}

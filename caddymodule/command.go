@@ -1,0 +1,649 @@
+package caddymodule
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/spf13/cobra"
+
+	"github.com/caddy-apikey/caddy-apikey/keystore"
+)
+
+func init() {
+	caddycmd.RegisterCommand(caddycmd.Command{
+		Name:  "apikey",
+		Usage: "<command> [--address <interface>] [--config <path> [--adapter <name>]] [--json]",
+		Short: "Manages the API keys and accounts of the running Caddy",
+		Long: `
+Manages API keys and accounts through the admin endpoint of the running
+Caddy (its /apikey/ routes): create, list, show, revoke, activate,
+regenerate, delete and import keys, and create, list and suspend accounts.
+
+The admin endpoint is found as "caddy reload" finds it: --address if given;
+otherwise the admin address of the --config file (or of the Caddyfile in
+the current directory); otherwise ` + caddy.DefaultAdminListen + `.
+
+Every command takes --json to print the admin API's JSON answer instead of
+text. Errors are printed on stderr and the exit status is not zero.
+
+A key's plaintext is printed only by create and regenerate: store it then.`,
+		CobraFunc: cliSetup,
+	})
+}
+
+// cliSetup adds the flags and subcommands of caddy apikey.
+func cliSetup(cmd *cobra.Command) {
+	pf := cmd.PersistentFlags()
+	pf.String("address", "", "Address of the admin endpoint (default: from --config, else "+caddy.DefaultAdminListen+")")
+	pf.StringP("config", "c", "", "Configuration file to read the admin address from, if --address is not used")
+	pf.StringP("adapter", "a", "", "Name of the config adapter of --config")
+	pf.Bool("json", false, "Print the admin API's JSON answer")
+
+	create := &cobra.Command{
+		Use:   "create --name <name> --scope <scope> [--scope <scope>...] [--account <id>] [--expires <time|duration>] [--type <type>]",
+		Short: "Creates a key and prints it (the only time it is shown)",
+		Long: `Creates a key and prints it with its id. The key is shown only once.
+
+--expires takes an RFC 3339 time (2026-12-31T23:59:59Z) or a duration from
+now (720h, 90m, or 30d for days).`,
+		Args: cobra.NoArgs,
+		RunE: cliRunE(cliCreate),
+	}
+	create.Flags().String("name", "", "Name of the key (required)")
+	create.Flags().StringArray("scope", nil, "Scope granted to the key, resource:read|write|delete (required, repeatable)")
+	create.Flags().String("account", "", "Account that owns the key (default: default)")
+	create.Flags().String("expires", "", "Expiry: an RFC 3339 time or a duration from now such as 720h or 30d")
+	create.Flags().String("type", "", "Type of the key (default: api)")
+
+	list := &cobra.Command{
+		Use:   "list [--account <id>] [--status active|revoked|expired] [--search <text>] [--limit <n>]",
+		Short: "Lists keys, newest first",
+		Args:  cobra.NoArgs,
+		RunE:  cliRunE(cliList),
+	}
+	list.Flags().String("account", "", "Only keys of this account")
+	list.Flags().String("status", "", "Only keys in this status: active, revoked or expired")
+	list.Flags().String("search", "", "Only keys whose name contains this text (case-insensitive)")
+	list.Flags().Int("limit", 0, "List at most this many keys (default: all)")
+
+	show := &cobra.Command{
+		Use:   "show <id>",
+		Short: "Shows a key",
+		Args:  cobra.ExactArgs(1),
+		RunE:  cliRunE(cliShow),
+	}
+	revoke := &cobra.Command{
+		Use:   "revoke <id>",
+		Short: "Revokes a key: it is refused at once",
+		Args:  cobra.ExactArgs(1),
+		RunE:  cliRunE(cliKeyAction("revoke", "Revoked")),
+	}
+	activate := &cobra.Command{
+		Use:   "activate <id>",
+		Short: "Re-activates a revoked key",
+		Args:  cobra.ExactArgs(1),
+		RunE:  cliRunE(cliKeyAction("activate", "Activated")),
+	}
+	regenerate := &cobra.Command{
+		Use:   "regenerate <id> [--grace <duration>]",
+		Short: "Replaces a key's string, keeping its id, name, scopes and expiry",
+		Long: `Replaces a key's string and prints the new one (the only time it is shown).
+The old string stops working at once, or with --grace at the end of that
+period (never later than the key's own expiry).`,
+		Args: cobra.ExactArgs(1),
+		RunE: cliRunE(cliRegenerate),
+	}
+	regenerate.Flags().String("grace", "", "Keep the old string working for this long, such as 24h")
+	del := &cobra.Command{
+		Use:   "delete <id>",
+		Short: "Deletes a key and its audit events for good",
+		Args:  cobra.ExactArgs(1),
+		RunE:  cliRunE(cliDelete),
+	}
+	imp := &cobra.Command{
+		Use:   "import <file>",
+		Short: "Imports existing keys from a JSON file (- for stdin)",
+		Long: `Imports existing keys, all or nothing, from a JSON array of entries: each
+has "key" (the plaintext) or "sha256" (its hex SHA-256), and the fields of
+create ("name", "scopes", "account", "expires_at", "type", ...).`,
+		Args: cobra.ExactArgs(1),
+		RunE: cliRunE(cliImport),
+	}
+
+	account := &cobra.Command{
+		Use:   "account <command>",
+		Short: "Manages accounts",
+		Args:  cobra.NoArgs,
+	}
+	accountCreate := &cobra.Command{
+		Use:   "create --id <id> [--name <name>] [--status <status>]",
+		Short: "Creates an account",
+		Args:  cobra.NoArgs,
+		RunE:  cliRunE(cliAccountCreate),
+	}
+	accountCreate.Flags().String("id", "", "Account id: [a-z0-9][a-z0-9_-]{0,62} (required)")
+	accountCreate.Flags().String("name", "", "Display name")
+	accountCreate.Flags().String("status", "", "open, pending_cancel, suspended, past_due or terminated (default: open)")
+	accountList := &cobra.Command{
+		Use:   "list",
+		Short: "Lists accounts",
+		Args:  cobra.NoArgs,
+		RunE:  cliRunE(cliAccountList),
+	}
+	accountSetStatus := &cobra.Command{
+		Use:   "set-status <id> <status>",
+		Short: "Changes an account's status: keys of suspended, past_due and terminated accounts are refused",
+		Args:  cobra.ExactArgs(2),
+		RunE:  cliRunE(cliAccountSetStatus),
+	}
+	account.AddCommand(accountCreate, accountList, accountSetStatus)
+
+	cmd.AddCommand(create, list, show, revoke, activate, regenerate, del, imp, account)
+}
+
+// cli is what a subcommand runs with: where its output goes and how it
+// reaches the admin endpoint.
+type cli struct {
+	cmd  *cobra.Command
+	out  io.Writer
+	json bool
+	addr string // found on the first request
+	now  func() time.Time
+}
+
+// cliRunE adapts a subcommand to cobra: an error is printed on stderr as
+// "Error: ..." and makes the command fail (exit status 1 under caddy).
+func cliRunE(f func(c *cli, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		jsonOut, _ := cmd.Flags().GetBool("json")
+		c := &cli{cmd: cmd, out: cmd.OutOrStdout(), json: jsonOut, now: time.Now}
+		err := f(c, args)
+		if err != nil {
+			fmt.Fprintln(cmd.ErrOrStderr(), "Error:", err)
+			cmd.SilenceErrors = true
+		}
+		return err
+	}
+}
+
+// cliAdminAddress finds the admin endpoint as caddy reload does: the
+// address if given, else the admin address of the config file (the
+// Caddyfile of the current directory if none is given), else the default.
+func cliAdminAddress(address, configFile, adapter string, stdin io.Reader) (string, error) {
+	if address != "" {
+		return address, nil
+	}
+	if configFile == "" {
+		if adapter != "" {
+			return "", errors.New("--adapter needs --config")
+		}
+		if _, err := os.Stat("Caddyfile"); err != nil || caddyconfig.GetAdapter("caddyfile") == nil {
+			return caddy.DefaultAdminListen, nil
+		}
+		configFile = "Caddyfile"
+	}
+	config, err := cliLoadConfig(configFile, adapter, stdin)
+	if err != nil {
+		return "", fmt.Errorf("reading the admin address from %s: %v (or use --address)", configFile, err)
+	}
+	return caddycmd.DetermineAdminAPIAddress("", config, configFile, adapter)
+}
+
+// cliLoadConfig reads and adapts a config file as caddycmd.LoadConfig does,
+// without its log lines (which would clutter every command's output).
+func cliLoadConfig(configFile, adapterName string, stdin io.Reader) ([]byte, error) {
+	var data []byte
+	var err error
+	if configFile == "-" {
+		data, err = io.ReadAll(stdin)
+	} else {
+		data, err = os.ReadFile(configFile)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if adapterName == "" {
+		base := strings.ToLower(filepath.Base(configFile))
+		if filepath.Ext(base) != ".json" && (strings.HasPrefix(base, "caddyfile") || strings.HasSuffix(base, ".caddyfile")) {
+			adapterName = "caddyfile"
+		}
+	}
+	if adapterName == "" {
+		return data, nil // JSON
+	}
+	a := caddyconfig.GetAdapter(adapterName)
+	if a == nil {
+		return nil, fmt.Errorf("unrecognized config adapter: %s", adapterName)
+	}
+	adapted, _, err := a.Adapt(data, map[string]any{"filename": configFile})
+	return adapted, err
+}
+
+// cliAPIError is a non-2xx answer of the admin API.
+type cliAPIError struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *cliAPIError) Error() string {
+	if e.Code != "" {
+		return e.Message + " (" + e.Code + ")"
+	}
+	return fmt.Sprintf("%s (HTTP %d)", e.Message, e.Status)
+}
+
+// AdminAPIRequest turns an answer of status 400 or more into this error.
+var cliAdminErrorRE = regexp.MustCompile(`(?s)^caddy responded with error: HTTP (\d{3}): (.*)$`)
+
+// cliRequestError makes an error of caddycmd.AdminAPIRequest readable: the
+// API's message and code for an error answer, a hint when Caddy cannot be
+// reached.
+func cliRequestError(addr string, err error) error {
+	m := cliAdminErrorRE.FindStringSubmatch(err.Error())
+	if m == nil {
+		if strings.HasPrefix(err.Error(), "performing request:") {
+			return fmt.Errorf("cannot reach Caddy's admin endpoint at %s: is Caddy running? (set --address or --config): %v", addr, err)
+		}
+		return err
+	}
+	status, _ := strconv.Atoi(m[1])
+	e := &cliAPIError{Status: status}
+	var body struct {
+		Error   string `json:"error"`
+		Message string `json:"message"`
+	}
+	if json.Unmarshal([]byte(m[2]), &body) == nil {
+		e.Code, e.Message = body.Error, body.Message
+		if e.Message == "" {
+			// Caddy's own admin errors are {"error": "<message>"}.
+			e.Code, e.Message = "", body.Error
+		}
+	} else {
+		e.Message = strings.TrimSpace(m[2])
+	}
+	if e.Message == "" {
+		e.Message = http.StatusText(status)
+	}
+	return e
+}
+
+// call sends a request to the admin endpoint and returns the body of a
+// 2xx answer. body is marshalled to JSON unless it is a []byte already.
+func (c *cli) call(method, uri string, body any) ([]byte, error) {
+	var r io.Reader
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		r = bytes.NewReader(b)
+	default:
+		raw, err := json.Marshal(b)
+		if err != nil {
+			return nil, err
+		}
+		r = bytes.NewReader(raw)
+	}
+	if c.addr == "" {
+		fs := c.cmd.Flags()
+		address, _ := fs.GetString("address")
+		configFile, _ := fs.GetString("config")
+		adapter, _ := fs.GetString("adapter")
+		addr, err := cliAdminAddress(address, configFile, adapter, c.cmd.InOrStdin())
+		if err != nil {
+			return nil, err
+		}
+		c.addr = addr
+	}
+	resp, err := caddycmd.AdminAPIRequest(c.addr, method, uri, nil, r)
+	if err != nil {
+		return nil, cliRequestError(c.addr, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("reading the admin endpoint's answer: %v", err)
+	}
+	return raw, nil
+}
+
+// decode unmarshals an answer, saying which request it came from.
+func cliDecode(raw []byte, v any, what string) error {
+	if err := json.Unmarshal(raw, v); err != nil {
+		return fmt.Errorf("unexpected answer to %s: %v", what, err)
+	}
+	return nil
+}
+
+func cliKeyPath(id string) string { return "/apikey/keys/" + url.PathEscape(id) }
+
+func cliString(c *cli, name string) string {
+	s, _ := c.cmd.Flags().GetString(name)
+	return s
+}
+
+func cliCreate(c *cli, _ []string) error {
+	name := cliString(c, "name")
+	scopes, _ := c.cmd.Flags().GetStringArray("scope")
+	if strings.TrimSpace(name) == "" {
+		return errors.New("--name is required")
+	}
+	if len(scopes) == 0 {
+		return errors.New("at least one --scope is required, such as --scope contacts:read")
+	}
+	for _, s := range scopes {
+		if _, err := keystore.ParseScope(s); err != nil {
+			return fmt.Errorf("--scope %q: %v", s, err)
+		}
+	}
+	body := map[string]any{"name": name, "scopes": scopes}
+	if a := cliString(c, "account"); a != "" {
+		body["account"] = a
+	}
+	if t := cliString(c, "type"); t != "" {
+		body["type"] = t
+	}
+	if e := cliString(c, "expires"); e != "" {
+		at, err := cliParseExpiry(e, c.now())
+		if err != nil {
+			return err
+		}
+		body["expires_at"] = at.Format(time.RFC3339Nano)
+	}
+	raw, err := c.call(http.MethodPost, "/apikey/keys", body)
+	if err != nil {
+		return err
+	}
+	return c.printNewKey(raw, "Created", "")
+}
+
+func (c *cli) printNewKey(raw []byte, verb, note string) error {
+	if c.json {
+		return cliWriteJSON(c.out, raw)
+	}
+	var k cliKey
+	if err := cliDecode(raw, &k, "the request"); err != nil {
+		return err
+	}
+	if k.Key == "" {
+		return errors.New("the admin endpoint's answer has no key")
+	}
+	if err := cliRenderNewKey(c.out, verb, &k); err != nil {
+		return err
+	}
+	if st := k.status(c.now()); st != keystore.StatusActive {
+		note = "The key is " + st + ": it is refused until it is activated."
+		if st == keystore.StatusExpired {
+			note = "The key has expired: it is refused."
+		}
+	}
+	if note != "" {
+		_, err := fmt.Fprintln(c.out, note)
+		return err
+	}
+	return nil
+}
+
+// cliListPage is the admin API's answer to GET /keys.
+type cliListPage struct {
+	Keys       []json.RawMessage `json:"keys"`
+	NextCursor *string           `json:"next_cursor"`
+}
+
+// cliMaxPage is the admin API's largest page.
+const cliMaxPage = 1000
+
+func cliList(c *cli, _ []string) error {
+	status := cliString(c, "status")
+	switch status {
+	case "", keystore.StatusActive, keystore.StatusRevoked, keystore.StatusExpired:
+	default:
+		return fmt.Errorf("--status must be active, revoked or expired, not %q", status)
+	}
+	limit, _ := c.cmd.Flags().GetInt("limit")
+	if limit < 0 {
+		return errors.New("--limit must not be negative")
+	}
+	q := url.Values{}
+	for flag, param := range map[string]string{"account": "account", "status": "status", "search": "q"} {
+		if v := cliString(c, flag); v != "" {
+			q.Set(param, v)
+		}
+	}
+	var all cliListPage
+	for {
+		page := cliMaxPage
+		if limit > 0 {
+			page = min(limit-len(all.Keys), cliMaxPage)
+		}
+		q.Set("limit", strconv.Itoa(page))
+		raw, err := c.call(http.MethodGet, "/apikey/keys?"+q.Encode(), nil)
+		if err != nil {
+			return err
+		}
+		var p cliListPage
+		if err := cliDecode(raw, &p, "the list"); err != nil {
+			return err
+		}
+		all.Keys = append(all.Keys, p.Keys...)
+		all.NextCursor = p.NextCursor
+		if p.NextCursor == nil || *p.NextCursor == "" || len(p.Keys) == 0 || (limit > 0 && len(all.Keys) >= limit) {
+			break
+		}
+		q.Set("cursor", *p.NextCursor)
+	}
+	if all.Keys == nil {
+		all.Keys = []json.RawMessage{}
+	}
+	if c.json {
+		raw, err := json.Marshal(all)
+		if err != nil {
+			return err
+		}
+		return cliWriteJSON(c.out, raw)
+	}
+	keys := make([]cliKey, len(all.Keys))
+	for i, raw := range all.Keys {
+		if err := cliDecode(raw, &keys[i], "the list"); err != nil {
+			return err
+		}
+	}
+	return cliRenderKeyTable(c.out, keys, c.now())
+}
+
+func cliShow(c *cli, args []string) error {
+	raw, err := c.call(http.MethodGet, cliKeyPath(args[0]), nil)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		return cliWriteJSON(c.out, raw)
+	}
+	var k cliKey
+	if err := cliDecode(raw, &k, "show"); err != nil {
+		return err
+	}
+	return cliRenderKey(c.out, &k, c.now())
+}
+
+// cliKeyAction is revoke or activate.
+func cliKeyAction(action, done string) func(c *cli, args []string) error {
+	return func(c *cli, args []string) error {
+		raw, err := c.call(http.MethodPost, cliKeyPath(args[0])+"/"+action, nil)
+		if err != nil {
+			return err
+		}
+		if c.json {
+			return cliWriteJSON(c.out, raw)
+		}
+		var k cliKey
+		if err := cliDecode(raw, &k, action); err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(c.out, "%s key %s (%s): %s.\n", done, k.ID, k.Name, k.status(c.now()))
+		return err
+	}
+}
+
+func cliRegenerate(c *cli, args []string) error {
+	var body any
+	note := "The old key no longer works."
+	if g := cliString(c, "grace"); g != "" {
+		d, err := cliParseDuration(g)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("--grace %q must be a positive duration such as 24h", g)
+		}
+		body = map[string]string{"grace_period": d.String()}
+		note = fmt.Sprintf("The old key keeps working for %s (not past the key's expiry).", g)
+	}
+	raw, err := c.call(http.MethodPost, cliKeyPath(args[0])+"/regenerate", body)
+	if err != nil {
+		return err
+	}
+	return c.printNewKey(raw, "Regenerated", note)
+}
+
+func cliDelete(c *cli, args []string) error {
+	if _, err := c.call(http.MethodDelete, cliKeyPath(args[0]), nil); err != nil {
+		return err
+	}
+	if c.json {
+		// The API answers 204 without a body.
+		raw, _ := json.Marshal(map[string]any{"id": args[0], "deleted": true})
+		return cliWriteJSON(c.out, raw)
+	}
+	_, err := fmt.Fprintf(c.out, "Deleted key %s.\n", args[0])
+	return err
+}
+
+func cliImport(c *cli, args []string) error {
+	var data []byte
+	var err error
+	if args[0] == "-" {
+		data, err = io.ReadAll(c.cmd.InOrStdin())
+	} else {
+		data, err = os.ReadFile(args[0])
+	}
+	if err != nil {
+		return fmt.Errorf("reading %s: %v", args[0], err)
+	}
+	var entries []json.RawMessage
+	if err := json.Unmarshal(data, &entries); err != nil {
+		return fmt.Errorf("%s must hold a JSON array of keys: %v", args[0], err)
+	}
+	raw, err := c.call(http.MethodPost, "/apikey/keys/import", data)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		return cliWriteJSON(c.out, raw)
+	}
+	n := len(entries)
+	var ans struct {
+		Imported *int              `json:"imported"`
+		Count    *int              `json:"count"`
+		Keys     []json.RawMessage `json:"keys"`
+	}
+	if json.Unmarshal(raw, &ans) == nil {
+		switch {
+		case ans.Imported != nil:
+			n = *ans.Imported
+		case ans.Count != nil:
+			n = *ans.Count
+		case ans.Keys != nil:
+			n = len(ans.Keys)
+		}
+	}
+	noun := "keys"
+	if n == 1 {
+		noun = "key"
+	}
+	_, err = fmt.Fprintf(c.out, "Imported %d %s.\n", n, noun)
+	return err
+}
+
+func cliCheckAccountStatus(s string) error {
+	if !keystore.ValidAccountStatus(s) {
+		return fmt.Errorf("account status must be open, pending_cancel, suspended, past_due or terminated, not %q", s)
+	}
+	return nil
+}
+
+func (c *cli) printAccount(raw []byte, verb string) error {
+	if c.json {
+		return cliWriteJSON(c.out, raw)
+	}
+	var a cliAccount
+	if err := cliDecode(raw, &a, "the account request"); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(c.out, "%s account %s (%s): %s.\n", verb, a.ID, cliOrDash(a.Name), a.Status)
+	return err
+}
+
+func cliAccountCreate(c *cli, _ []string) error {
+	id := cliString(c, "id")
+	if id == "" {
+		return errors.New("--id is required")
+	}
+	body := map[string]string{"id": id}
+	if n := cliString(c, "name"); n != "" {
+		body["name"] = n
+	}
+	if s := cliString(c, "status"); s != "" {
+		if err := cliCheckAccountStatus(s); err != nil {
+			return err
+		}
+		body["status"] = s
+	}
+	raw, err := c.call(http.MethodPost, "/apikey/accounts", body)
+	if err != nil {
+		return err
+	}
+	return c.printAccount(raw, "Created")
+}
+
+func cliAccountList(c *cli, _ []string) error {
+	raw, err := c.call(http.MethodGet, "/apikey/accounts", nil)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		return cliWriteJSON(c.out, raw)
+	}
+	// {"accounts": [...]}, or a bare array.
+	var accounts []cliAccount
+	var wrapped struct {
+		Accounts []cliAccount `json:"accounts"`
+	}
+	if err := json.Unmarshal(raw, &wrapped); err == nil {
+		accounts = wrapped.Accounts
+	} else if err := cliDecode(raw, &accounts, "account list"); err != nil {
+		return err
+	}
+	return cliRenderAccountTable(c.out, accounts, c.now())
+}
+
+func cliAccountSetStatus(c *cli, args []string) error {
+	if err := cliCheckAccountStatus(args[1]); err != nil {
+		return err
+	}
+	raw, err := c.call(http.MethodPatch, "/apikey/accounts/"+url.PathEscape(args[0]), map[string]string{"status": args[1]})
+	if err != nil {
+		return err
+	}
+	return c.printAccount(raw, "Updated")
+}

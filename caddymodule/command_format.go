@@ -1,0 +1,276 @@
+package caddymodule
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode/utf8"
+
+	"github.com/caddy-apikey/caddy-apikey/keystore"
+)
+
+// This file holds the pure helpers of the caddy apikey CLI: parsing of
+// flag values and rendering of the admin API's records. They take the
+// current time as an argument so that they can be tested.
+
+// cliKey is a key record as the admin API returns it.
+type cliKey struct {
+	ID         string              `json:"id"`
+	Name       string              `json:"name"`
+	Account    string              `json:"account"`
+	Type       string              `json:"type"`
+	Scopes     []string            `json:"scopes"`
+	Hint       string              `json:"hint"`
+	Status     string              `json:"status"`
+	CreatedAt  time.Time           `json:"created_at"`
+	UpdatedAt  time.Time           `json:"updated_at"`
+	ExpiresAt  *time.Time          `json:"expires_at"`
+	LastUsedAt *time.Time          `json:"last_used_at"`
+	RevokedAt  *time.Time          `json:"revoked_at"`
+	RateLimit  *keystore.RateLimit `json:"rate_limit"`
+	Metadata   map[string]string   `json:"metadata"`
+	// Key is the plaintext, only in the answer to create and regenerate.
+	Key string `json:"key"`
+}
+
+// status is the record's status, derived as the store does when the API
+// does not send one.
+func (k *cliKey) status(now time.Time) string {
+	if k.Status != "" {
+		return k.Status
+	}
+	switch {
+	case k.RevokedAt != nil:
+		return keystore.StatusRevoked
+	case k.ExpiresAt != nil && !now.Before(*k.ExpiresAt):
+		return keystore.StatusExpired
+	}
+	return keystore.StatusActive
+}
+
+// cliAccount is an account record as the admin API returns it.
+type cliAccount struct {
+	ID        string              `json:"id"`
+	Name      string              `json:"name"`
+	Status    string              `json:"status"`
+	RateLimit *keystore.RateLimit `json:"rate_limit"`
+	CreatedAt time.Time           `json:"created_at"`
+	UpdatedAt time.Time           `json:"updated_at"`
+}
+
+// cliParseExpiry turns the value of --expires into an absolute time: an
+// RFC 3339 time, a Go duration such as 720h, or a number of days such as
+// 30d, counted from now. The result must be in the future.
+func cliParseExpiry(s string, now time.Time) (time.Time, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return time.Time{}, fmt.Errorf("--expires is empty")
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		if !t.After(now) {
+			return time.Time{}, fmt.Errorf("--expires %s is in the past", s)
+		}
+		return t, nil
+	}
+	d, err := cliParseDuration(s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("--expires %q is neither an RFC 3339 time (2026-12-31T23:59:59Z) nor a duration (720h, 30d)", s)
+	}
+	if d <= 0 {
+		return time.Time{}, fmt.Errorf("--expires %s must be a positive duration", s)
+	}
+	return now.Add(d).UTC(), nil
+}
+
+// cliParseDuration parses a Go duration, or a whole number of days with
+// the suffix d (30d), which Go durations lack.
+func cliParseDuration(s string) (time.Duration, error) {
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil || n > 1e5 || n < -1e5 {
+			return 0, fmt.Errorf("invalid duration %q", s)
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	return time.ParseDuration(s)
+}
+
+// cliRelativeTime describes t as seen at now: "never" for nil, "just now"
+// within a minute, "3 minutes ago", "2 hours ago", "5 days ago" (or "in 5
+// days" for the future) up to 30 days, then the date: "on 2026-01-02" in
+// now's location.
+func cliRelativeTime(t *time.Time, now time.Time) string {
+	if t == nil {
+		return "never"
+	}
+	d := now.Sub(*t)
+	future := d < 0
+	if future {
+		d = -d
+	}
+	var n int64
+	var unit string
+	switch {
+	case d < time.Minute:
+		return "just now"
+	case d < time.Hour:
+		n, unit = int64(d/time.Minute), "minute"
+	case d < 24*time.Hour:
+		n, unit = int64(d/time.Hour), "hour"
+	case d < 30*24*time.Hour:
+		n, unit = int64(d/(24*time.Hour)), "day"
+	default:
+		return "on " + t.In(now.Location()).Format("2006-01-02")
+	}
+	if n != 1 {
+		unit += "s"
+	}
+	if future {
+		return fmt.Sprintf("in %d %s", n, unit)
+	}
+	return fmt.Sprintf("%d %s ago", n, unit)
+}
+
+// cliMaxNameWidth bounds the NAME column of the key table.
+const cliMaxNameWidth = 40
+
+// cliTruncate shortens s to at most n characters, marking the cut with "…".
+func cliTruncate(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:n-1]) + "…"
+}
+
+func cliOrDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// cliRenderKeyTable writes keys as a table. It never shows a plaintext key,
+// even if a record carries one.
+func cliRenderKeyTable(w io.Writer, keys []cliKey, now time.Time) error {
+	if len(keys) == 0 {
+		_, err := fmt.Fprintln(w, "No keys.")
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tHINT\tSCOPES\tSTATUS\tLAST USED")
+	for i := range keys {
+		k := &keys[i]
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n",
+			k.ID,
+			cliTruncate(k.Name, cliMaxNameWidth),
+			cliOrDash(k.Hint),
+			cliOrDash(strings.Join(k.Scopes, ",")),
+			k.status(now),
+			cliRelativeTime(k.LastUsedAt, now))
+	}
+	return tw.Flush()
+}
+
+// cliFormatTime writes an absolute time with its relative description.
+func cliFormatTime(t *time.Time, now time.Time, none string) string {
+	if t == nil || t.IsZero() {
+		return none
+	}
+	return t.In(now.Location()).Format("2006-01-02 15:04:05 MST") + " (" + cliRelativeTime(t, now) + ")"
+}
+
+// cliFormatRateLimit describes a key's or account's own rate limit.
+func cliFormatRateLimit(rl *keystore.RateLimit) string {
+	switch {
+	case rl == nil:
+		return "default"
+	case rl.Unlimited:
+		return "unlimited"
+	}
+	s := fmt.Sprintf("%d per %s", rl.Requests, rl.Window)
+	if rl.Burst > 0 {
+		s += fmt.Sprintf(" (burst %d)", rl.Burst)
+	}
+	return s
+}
+
+// cliRenderKey writes one key record as aligned "Field: value" lines. It
+// never shows a plaintext key.
+func cliRenderKey(w io.Writer, k *cliKey, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 8, 1, ' ', 0)
+	line := func(name, value string) { fmt.Fprintf(tw, "%s:\t%s\n", name, value) }
+	line("ID", k.ID)
+	line("Name", k.Name)
+	line("Account", k.Account)
+	line("Type", k.Type)
+	line("Scopes", cliOrDash(strings.Join(k.Scopes, ", ")))
+	line("Status", k.status(now))
+	line("Hint", cliOrDash(k.Hint))
+	line("Created", cliFormatTime(&k.CreatedAt, now, "-"))
+	line("Updated", cliFormatTime(&k.UpdatedAt, now, "-"))
+	line("Expires", cliFormatTime(k.ExpiresAt, now, "never"))
+	line("Last used", cliFormatTime(k.LastUsedAt, now, "never"))
+	if k.RevokedAt != nil {
+		line("Revoked", cliFormatTime(k.RevokedAt, now, "-"))
+	}
+	line("Rate limit", cliFormatRateLimit(k.RateLimit))
+	if len(k.Metadata) > 0 {
+		names := make([]string, 0, len(k.Metadata))
+		for n := range k.Metadata {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for i, n := range names {
+			label := ""
+			if i == 0 {
+				label = "Metadata:"
+			}
+			fmt.Fprintf(tw, "%s\t%s=%s\n", label, n, k.Metadata[n])
+		}
+	}
+	return tw.Flush()
+}
+
+// cliRenderNewKey writes the answer to create or regenerate: the one time the
+// plaintext key is shown.
+func cliRenderNewKey(w io.Writer, verb string, k *cliKey) error {
+	_, err := fmt.Fprintf(w, "%s key %s (%s)\n\n  %s\n\nStore it now: it is not shown again.\n", verb, k.ID, k.Name, k.Key)
+	return err
+}
+
+// cliRenderAccountTable writes accounts as a table.
+func cliRenderAccountTable(w io.Writer, accounts []cliAccount, now time.Time) error {
+	if len(accounts) == 0 {
+		_, err := fmt.Fprintln(w, "No accounts.")
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tSTATUS\tRATE LIMIT\tCREATED")
+	for _, a := range accounts {
+		created := "-"
+		if !a.CreatedAt.IsZero() {
+			created = cliRelativeTime(&a.CreatedAt, now)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", a.ID, cliOrDash(cliTruncate(a.Name, cliMaxNameWidth)), a.Status, cliFormatRateLimit(a.RateLimit), created)
+	}
+	return tw.Flush()
+}
+
+// cliWriteJSON writes raw JSON indented, or as is if it is not JSON.
+func cliWriteJSON(w io.Writer, raw []byte) error {
+	var buf bytes.Buffer
+	if err := json.Indent(&buf, bytes.TrimSpace(raw), "", "  "); err != nil {
+		buf.Reset()
+		buf.Write(bytes.TrimSpace(raw))
+	}
+	buf.WriteByte('\n')
+	_, err := w.Write(buf.Bytes())
+	return err
+}
