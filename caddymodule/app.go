@@ -61,8 +61,20 @@ type App struct {
 	// another system. Default: false.
 	AcceptForeignKeys bool `json:"accept_foreign_keys,omitempty"`
 
+	// PurgeRevokedAfter is how long a revoked key is kept before a
+	// background sweep deletes it with its audit events. "off" (in the
+	// Caddyfile; -1 in JSON) disables the purge. Default: 720h (30 days).
+	PurgeRevokedAfter caddy.Duration `json:"purge_revoked_after,omitempty"`
+
+	// PurgeInterval is how often the purge sweep runs; it also runs when
+	// the app starts, unless a sweep of the same store ran less than an
+	// interval ago. Default: 1h.
+	PurgeInterval caddy.Duration `json:"purge_interval,omitempty"`
+
 	store  *keystore.Store
 	api    *adminapi.API
+	stop   chan struct{}
+	done   chan struct{}
 	format keystore.Format
 	dir    string
 	logger *zap.Logger
@@ -136,16 +148,67 @@ func (a *App) Validate() error {
 	if a.LastUsedFlush < 0 {
 		return fmt.Errorf("last_used_flush must not be negative")
 	}
+	if a.PurgeInterval < 0 {
+		return fmt.Errorf("purge_interval must not be negative")
+	}
 	return nil
 }
 
-// Start does nothing: the store is opened in Provision so that handlers
-// can use it as soon as they are provisioned.
-func (a *App) Start() error { return nil }
+// Default purge settings.
+const (
+	DefaultPurgeRevokedAfter = 720 * time.Hour
+	DefaultPurgeInterval     = time.Hour
+)
 
-// Stop does nothing: the store is released in Cleanup, after the next
-// config (if any) has taken its own reference.
-func (a *App) Stop() error { return nil }
+// Start starts the purge sweep of revoked keys. The store itself was
+// opened in Provision, so that handlers can use it as soon as they are
+// provisioned.
+func (a *App) Start() error {
+	if a.PurgeRevokedAfter < 0 {
+		return nil
+	}
+	after, every := time.Duration(a.PurgeRevokedAfter), time.Duration(a.PurgeInterval)
+	if after == 0 {
+		after = DefaultPurgeRevokedAfter
+	}
+	if every == 0 {
+		every = DefaultPurgeInterval
+	}
+	a.stop, a.done = make(chan struct{}), make(chan struct{})
+	go a.purgeLoop(after, every)
+	return nil
+}
+
+func (a *App) purgeLoop(after, every time.Duration) {
+	defer close(a.done)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		n, ran, err := a.store.PurgeRevokedIfDue(after, every)
+		switch {
+		case err != nil:
+			a.logger.Error("purging revoked keys", zap.Error(err))
+		case ran:
+			a.logger.Info("purged revoked keys", zap.Int("deleted", n), zap.Duration("revoked_for_at_least", after))
+		}
+		select {
+		case <-a.stop:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// Stop stops the purge sweep. The store is released in Cleanup, after the
+// next config (if any) has taken its own reference.
+func (a *App) Stop() error {
+	if a.stop != nil {
+		close(a.stop)
+		<-a.done
+		a.stop = nil
+	}
+	return nil
+}
 
 // Cleanup releases this config's reference to the store; the last one
 // flushes last-used times and closes it.

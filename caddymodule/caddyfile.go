@@ -30,6 +30,8 @@ func init() {
 //			cache_size <n>
 //			last_used_flush <duration>
 //			accept_foreign_keys
+//			purge_revoked_after <duration>|off
+//			purge_interval <duration>
 //		}
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
@@ -89,6 +91,28 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			a.LastUsedFlush = caddy.Duration(dur)
 		case "accept_foreign_keys":
 			a.AcceptForeignKeys = true
+		case "purge_revoked_after":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if d.Val() == "off" {
+				a.PurgeRevokedAfter = -1
+				break
+			}
+			dur, err := caddy.ParseDuration(d.Val())
+			if err != nil || dur <= 0 {
+				return d.Errf("purge_revoked_after: want a positive duration or off, got %s", d.Val())
+			}
+			a.PurgeRevokedAfter = caddy.Duration(dur)
+		case "purge_interval":
+			dur, err := durationArg(d)
+			if err != nil {
+				return err
+			}
+			if dur <= 0 {
+				return d.Err("purge_interval must be a positive duration")
+			}
+			a.PurgeInterval = caddy.Duration(dur)
 		default:
 			return d.Errf("unrecognized apikey option: %s", d.Val())
 		}

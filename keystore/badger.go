@@ -231,22 +231,11 @@ func (s *Store) update(fn func(t txn) error) error {
 		if errors.Is(err, badger.ErrConflict) && attempt < 10 {
 			continue
 		}
+		if err == nil {
+			s.commits.Add(1)
+		}
 		return err
 	}
-}
-
-// batch writes many entries durably in as few commits as Badger allows:
-// each fn call adds entries, and the batch is flushed and synced at the end.
-func (s *Store) batch(fn func(set func(key, val []byte) error) error) error {
-	wb := s.db.NewWriteBatch()
-	defer wb.Cancel()
-	if err := fn(wb.Set); err != nil {
-		return err
-	}
-	if err := wb.Flush(); err != nil {
-		return err
-	}
-	return s.db.Sync()
 }
 
 func (s *Store) runGC() {

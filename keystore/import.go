@@ -150,38 +150,3 @@ func importedKey(ik *ImportKey, f Format, now time.Time) (*Key, error) {
 	}
 	return k, nil
 }
-
-// PurgeRevoked deletes keys revoked at or before cutoff, with their audit
-// events, and returns how many it deleted.
-func (s *Store) PurgeRevoked(cutoff time.Time) (int, error) {
-	var ids []string
-	err := s.view(func(t txn) error {
-		return t.scan([]byte(pfxKey), nil, false, true, func(_, val []byte) (bool, error) {
-			k, err := decodeKey(val)
-			if err != nil {
-				return false, err
-			}
-			if k.RevokedAt != nil && !k.RevokedAt.After(cutoff) {
-				ids = append(ids, k.ID)
-			}
-			return true, nil
-		})
-	})
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, id := range ids {
-		err := s.deleteKeyIf(id, func(k *Key) bool {
-			return k.RevokedAt != nil && !k.RevokedAt.After(cutoff)
-		})
-		switch {
-		case errors.Is(err, ErrNotFound), errors.Is(err, errSkipped):
-		case err != nil:
-			return n, err
-		default:
-			n++
-		}
-	}
-	return n, nil
-}

@@ -65,6 +65,12 @@ type Store struct {
 	pendingMu  sync.Mutex
 	pendingUse map[string]int64
 
+	// commits counts the write transactions committed to Badger.
+	commits atomic.Uint64
+
+	// lastPurge is when the last purge sweep started (unix nanos).
+	lastPurge atomic.Int64
+
 	flushEvery time.Duration
 	flushMu    sync.Mutex // one flush at a time
 	stop       chan struct{}
@@ -190,6 +196,11 @@ func (s *Store) background() {
 		}
 	}
 }
+
+// Commits is the number of write transactions committed to Badger since
+// the store was opened: tests use it to show that verification writes
+// nothing.
+func (s *Store) Commits() uint64 { return s.commits.Load() }
 
 func (s *Store) keepPendingUse(id string, lastUsed int64) {
 	s.pendingMu.Lock()
