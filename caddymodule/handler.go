@@ -109,7 +109,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 // The apikey and apikey_admin handlers share it, so they refuse alike.
 type authenticator struct {
 	verifier keystore.Verifier
-	header   string // canonical
+	header   string // canonical, for lookups
+	name     string // as configured, for messages
 	bearer   bool
 }
 
@@ -125,6 +126,7 @@ func newAuthenticator(ctx caddy.Context, header string, bearer *bool) (authentic
 	return authenticator{
 		verifier: app.verifier(),
 		header:   textproto.CanonicalMIMEHeaderKey(header),
+		name:     header,
 		bearer:   bearer == nil || *bearer,
 	}, nil
 }
@@ -135,7 +137,7 @@ func (a *authenticator) authenticate(w http.ResponseWriter, r *http.Request, req
 	cred, src, unambiguous := extractCredential(r.Header, a.header, a.bearer)
 	if !unambiguous {
 		res := keystore.Result{Outcome: keystore.MalformedKey}
-		refuse(w, res, a.header)
+		refuse(w, res, a.name)
 		return res, src, false
 	}
 	res, err := a.verifier.Verify(cred, required, needScope)
@@ -145,7 +147,7 @@ func (a *authenticator) authenticate(w http.ResponseWriter, r *http.Request, req
 		return res, src, false
 	}
 	if res.Outcome != keystore.OK {
-		refuse(w, res, a.header)
+		refuse(w, res, a.name)
 		return res, src, false
 	}
 	return res, src, true

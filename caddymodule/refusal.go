@@ -1,8 +1,9 @@
 package caddymodule
 
 import (
-	"encoding/json"
 	"net/http"
+
+	"github.com/caddy-apikey/caddy-apikey/adminapi"
 
 	"github.com/caddy-apikey/caddy-apikey/keystore"
 )
@@ -47,29 +48,15 @@ func refuse(w http.ResponseWriter, res keystore.Result, keyHeader string) {
 	if status == http.StatusUnauthorized && res.Outcome != keystore.MissingKey {
 		hdr.Set("WWW-Authenticate", `Bearer realm="api", error="invalid_token"`)
 	}
-	writeJSON(w, status, body)
+	adminapi.WriteJSON(w, status, body)
 }
 
 // storeUnavailable answers when the store failed to read: the request is
 // refused (fail closed), not passed.
 func storeUnavailable(w http.ResponseWriter) {
 	w.Header().Set("Retry-After", "1")
-	writeJSON(w, http.StatusServiceUnavailable, refusal{
+	adminapi.WriteJSON(w, http.StatusServiceUnavailable, refusal{
 		Error:   "unavailable",
 		Message: "the API key store is unavailable; try again shortly",
 	})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		status = http.StatusInternalServerError
-		b = []byte(`{"error":"internal","message":"the response could not be encoded"}`)
-	}
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
 }

@@ -56,6 +56,7 @@ func (s *Store) CreateAccount(a Account) (*Account, error) {
 	st := new(accountState)
 	st.acct.Store(&a)
 	s.accounts[a.ID] = st
+	s.acctIndex.Store(a.ID, st)
 	return &a, nil
 }
 
@@ -68,10 +69,12 @@ func (s *Store) Account(id string) (*Account, error) {
 	return st.acct.Load(), nil
 }
 
+// accountState finds an account's shared state without taking acctMu, so
+// that a cache miss never waits behind an account mutation's fsync.
 func (s *Store) accountState(id string) *accountState {
-	s.acctMu.RLock()
-	defer s.acctMu.RUnlock()
-	return s.accounts[id]
+	st, _ := s.acctIndex.Load(id)
+	acct, _ := st.(*accountState)
+	return acct
 }
 
 // Accounts lists every account, sorted by id.
@@ -154,5 +157,6 @@ func (s *Store) DeleteAccount(id string) error {
 		return err
 	}
 	delete(s.accounts, id)
+	s.acctIndex.Delete(id)
 	return nil
 }

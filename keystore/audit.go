@@ -53,6 +53,26 @@ func (s *Store) Audit(id string) ([]Event, error) {
 	return events, err
 }
 
+// created lists a new key's fields as the changes of its created event.
+func created(k *Key) map[string]Change {
+	ch := map[string]Change{
+		"name":   {To: k.Name},
+		"scopes": {To: k.Scopes},
+		"type":   {To: k.Type},
+		"hint":   {To: k.Hint},
+	}
+	if k.ExpiresAt != nil {
+		ch["expires_at"] = Change{To: k.ExpiresAt}
+	}
+	if k.RateLimit != nil {
+		ch["rate_limit"] = Change{To: k.RateLimit}
+	}
+	if len(k.Metadata) > 0 {
+		ch["metadata"] = Change{To: k.Metadata}
+	}
+	return ch
+}
+
 // diff lists the fields that differ between two versions of a key.
 func diff(a, b *Key) map[string]Change {
 	ch := make(map[string]Change)

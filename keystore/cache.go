@@ -52,7 +52,7 @@ const (
 type cacheShard struct {
 	mu sync.RWMutex
 	m  map[Hash]*entry
-	_  [40]byte // keep shards on separate cache lines
+	_  [32]byte // pad to 64 bytes: shards on separate cache lines
 }
 
 // cache maps key hashes to verified records. Fills are guarded by a

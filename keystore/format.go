@@ -136,14 +136,15 @@ func putChecksum(out *[ChecksumLength]byte, v uint32) {
 
 // Hint is the display form of a key stored at creation: the prefix, the
 // first 4 characters after it, "…", and the last 4 characters
-// (bme_xk7a…p9mz). A key too short to hide anything shows only "…" and its
-// last 4 characters.
+// (bme_xk7a…p9mz). A key with fewer than MinLength characters after its
+// prefix (only imported foreign keys are that short) shows just "…" and
+// its last 4 characters, so that a hint never reveals much of a short key.
 func Hint(key, prefix string) string {
 	if !strings.HasPrefix(key, prefix) {
 		prefix = ""
 	}
 	rest := key[len(prefix):]
-	if len(rest) < 16 {
+	if len(rest) < MinLength {
 		if len(key) <= 4 {
 			return "…"
 		}

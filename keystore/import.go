@@ -35,7 +35,9 @@ const importChunk = 1000
 // returns after the last. A crash in the middle leaves the chunks already
 // written; importing the same batch again then fails on their hashes, so
 // an interrupted import is finished by importing the entries not yet
-// stored (GET /keys shows them).
+// stored (GET /keys shows them). The same holds if a key with one of the
+// batch's hashes is created while the import runs: the chunk holding it
+// fails with ErrConflict, and the chunks before it stay written.
 func (s *Store) ImportKeys(in []ImportKey, f Format, actor string) ([]*Key, error) {
 	if len(in) == 0 {
 		return nil, invalid("keys", "the import must contain at least one key")

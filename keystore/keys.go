@@ -142,7 +142,7 @@ func (s *Store) writeNewKey(t txn, k *Key, action, actor string) error {
 	if err := t.set(keyAK(k.Account, k.ID), nil); err != nil {
 		return err
 	}
-	return t.putEvent(k.ID, Event{At: k.CreatedAt, Action: action, Actor: actor, Changes: diff(&Key{}, k)})
+	return t.putEvent(k.ID, Event{At: k.CreatedAt, Action: action, Actor: actor, Changes: created(k)})
 }
 
 // Key returns a key's record, with its in-memory last-used time.
@@ -410,12 +410,16 @@ func (s *Store) mutateKeyTx(id, actor string, change func(txn, *Key) (string, er
 		if err != nil {
 			return err
 		}
+		changes := diff(before, k)
+		after = k
+		if len(changes) == 0 && action != ActionRegenerated {
+			return nil // nothing changed: no write, no event
+		}
 		k.UpdatedAt = s.now().UTC()
 		if err := t.putKey(k); err != nil {
 			return err
 		}
-		after = k
-		return t.putEvent(id, Event{At: k.UpdatedAt, Action: action, Actor: actor, Changes: diff(before, k)})
+		return t.putEvent(id, Event{At: k.UpdatedAt, Action: action, Actor: actor, Changes: changes})
 	})
 	if err != nil {
 		return nil, err

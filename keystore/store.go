@@ -57,8 +57,11 @@ type Store struct {
 
 	// accounts are all held in memory; a key snapshot points at its
 	// account's state, so a status change applies to the next request.
-	acctMu   sync.RWMutex
-	accounts map[string]*accountState
+	// acctMu serializes account mutations and guards accounts; acctIndex
+	// mirrors accounts for the lock-free reads of the verification path.
+	acctMu    sync.RWMutex
+	accounts  map[string]*accountState
+	acctIndex sync.Map
 
 	// pendingUse holds last-used times of cache entries dropped before a
 	// flush wrote them (id -> unix nanos).
@@ -152,6 +155,7 @@ func (s *Store) init() error {
 			st := new(accountState)
 			st.acct.Store(a)
 			s.accounts[a.ID] = st
+			s.acctIndex.Store(a.ID, st)
 			return true, nil
 		})
 	})
@@ -217,9 +221,12 @@ func (s *Store) FlushLastUsed() error {
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
 
+	// Copy the pending uses; they stay visible to Key until written.
 	s.pendingMu.Lock()
-	uses := s.pendingUse
-	s.pendingUse = make(map[string]int64)
+	uses := make(map[string]int64, len(s.pendingUse))
+	for id, at := range s.pendingUse {
+		uses[id] = at
+	}
 	s.pendingMu.Unlock()
 
 	type mark struct {
@@ -261,14 +268,17 @@ func (s *Store) FlushLastUsed() error {
 		return nil
 	})
 	if err != nil {
-		// Keep the uses for the next flush.
-		for id, at := range uses {
-			s.keepPendingUse(id, at)
-		}
-		return err
+		return err // the pending uses stay for the next flush
 	}
 	for _, m := range marks {
 		m.e.flushed.Store(m.at)
 	}
+	s.pendingMu.Lock()
+	for id, at := range s.pendingUse {
+		if at <= uses[id] {
+			delete(s.pendingUse, id)
+		}
+	}
+	s.pendingMu.Unlock()
 	return nil
 }

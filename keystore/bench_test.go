@@ -1,0 +1,223 @@
+package keystore
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+)
+
+// benchStore opens a store for a benchmark; the store is closed when the
+// benchmark ends.
+func benchStore(b *testing.B, cacheSize int) *Store {
+	b.Helper()
+	return openStoreOpts(b, Options{CacheSize: cacheSize, LastUsedFlush: time.Hour})
+}
+
+// importHashedKeys stores n generated keys by their SHA-256 (as an import
+// from another system would) and returns the plaintexts.
+func importHashedKeys(b *testing.B, s *Store, f Format, n int) []string {
+	b.Helper()
+	plains := make([]string, n)
+	in := make([]ImportKey, n)
+	for i := range in {
+		p, err := f.Generate()
+		if err != nil {
+			b.Fatal(err)
+		}
+		plains[i] = p
+		in[i] = ImportKey{SHA256: sha256Hex(p), NewKey: NewKey{
+			Name:   fmt.Sprintf("bench %d", i),
+			Scopes: []string{"contacts:write", "orders:read"},
+		}}
+	}
+	if _, err := s.ImportKeys(in, f, "bench"); err != nil {
+		b.Fatal(err)
+	}
+	return plains
+}
+
+func BenchmarkVerifyHit(b *testing.B) {
+	s := benchStore(b, 0)
+	f := DefaultFormat()
+	_, plain := mustCreate(b, s, f, NewKey{Scopes: []string{"contacts:write", "orders:read"}})
+	v := &Verifier{Store: s, Format: f}
+	req := Scope{Resource: "contacts", Access: AccessRead}
+	if res, err := v.Verify(plain, req, true); err != nil || res.Outcome != OK {
+		b.Fatal(res.Outcome.Code(), err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		res, err := v.Verify(plain, req, true)
+		if err != nil || res.Outcome != OK {
+			b.Fatal(res.Outcome.Code(), err)
+		}
+	}
+}
+
+func BenchmarkVerifyHitParallel(b *testing.B) {
+	s := benchStore(b, 0)
+	f := DefaultFormat()
+	plains := importHashedKeys(b, s, f, 1000)
+	v := &Verifier{Store: s, Format: f}
+	req := Scope{Resource: "contacts", Access: AccessRead}
+	for _, p := range plains {
+		if res, err := v.Verify(p, req, true); err != nil || res.Outcome != OK {
+			b.Fatal(res.Outcome.Code(), err)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := rand.IntN(len(plains))
+		for pb.Next() {
+			i = (i + 1) % len(plains)
+			res, err := v.Verify(plains[i], req, true)
+			if err != nil || res.Outcome != OK {
+				b.Error(res.Outcome.Code(), err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkVerifyMiss verifies random keys of 10,000 with a cache of 64:
+// nearly every lookup reads Badger (and evicts a cache entry).
+func BenchmarkVerifyMiss(b *testing.B) {
+	const n = 10_000
+	s := benchStore(b, 64)
+	f := DefaultFormat()
+	plains := importHashedKeys(b, s, f, n)
+	v := &Verifier{Store: s, Format: f}
+	req := Scope{Resource: "contacts", Access: AccessRead}
+	order := make([]int, 1<<16)
+	for i := range order {
+		order[i] = rand.IntN(n)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		res, err := v.Verify(plains[order[i%len(order)]], req, true)
+		if err != nil || res.Outcome != OK {
+			b.Fatal(res.Outcome.Code(), err)
+		}
+		i++
+	}
+}
+
+// BenchmarkVerifyUnknown verifies well-formed keys that are not in the
+// store (with 10,000 that are): hashing, then Badger's bloom filters.
+func BenchmarkVerifyUnknown(b *testing.B) {
+	s := benchStore(b, 0)
+	f := DefaultFormat()
+	importHashedKeys(b, s, f, 10_000)
+	unknown := make([]string, 1024)
+	for i := range unknown {
+		p, err := f.Generate()
+		if err != nil {
+			b.Fatal(err)
+		}
+		unknown[i] = p
+	}
+	v := &Verifier{Store: s, Format: f}
+	req := Scope{Resource: "contacts", Access: AccessRead}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		res, err := v.Verify(unknown[i%len(unknown)], req, true)
+		if err != nil || res.Outcome != InvalidKey {
+			b.Fatal(res.Outcome.Code(), err)
+		}
+		i++
+	}
+}
+
+func BenchmarkVerifyMalformed(b *testing.B) {
+	s := benchStore(b, 0)
+	f := DefaultFormat()
+	good, err := f.Generate()
+	if err != nil {
+		b.Fatal(err)
+	}
+	last := byte('a')
+	if good[len(good)-1] == 'a' {
+		last = 'b'
+	}
+	creds := []string{
+		good[:len(good)-1] + string(last), // checksum mismatch: the costliest refusal
+		good[:len(good)-1],                // wrong length
+		"bme_" + good[3:len(good)-1],      // wrong prefix
+		good[:10] + "-" + good[11:],       // bad character
+	}
+	v := &Verifier{Store: s, Format: f}
+	req := Scope{Resource: "contacts", Access: AccessRead}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		res, err := v.Verify(creds[i%len(creds)], req, true)
+		if err != nil || res.Outcome != MalformedKey {
+			b.Fatal(res.Outcome.Code(), err)
+		}
+		i++
+	}
+}
+
+func BenchmarkScopeGranted(b *testing.B) {
+	granted, err := ParseScopes([]string{
+		"billing:read", "contacts:read", "invoices:write", "orders:delete", "reports:read", "users:write",
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	reqs := []Scope{
+		{Resource: "users", Access: AccessRead},      // granted by the last scope
+		{Resource: "webhooks", Access: AccessDelete}, // not granted: every scope checked
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if Granted(granted, reqs[i&1]) != (i&1 == 0) {
+			b.Fatal("wrong answer")
+		}
+		i++
+	}
+}
+
+func BenchmarkHashKey(b *testing.B) {
+	key, err := DefaultFormat().Generate()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(key)))
+	var h Hash
+	for b.Loop() {
+		h = HashKey(key)
+	}
+	_ = h
+}
+
+func BenchmarkFormatCheck(b *testing.B) {
+	f := DefaultFormat()
+	key, err := f.Generate()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(key)))
+	for b.Loop() {
+		if err := f.Check(key); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkGenerate(b *testing.B) {
+	f := DefaultFormat()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := f.Generate(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
