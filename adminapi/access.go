@@ -95,3 +95,17 @@ func keyErr(err error) error {
 	}
 	return err
 }
+
+// canSetLimits refuses a key caller that sets a key's rate_limit or quota:
+// those are what the operator sells, and a key that could lift its own
+// would make them meaningless. Only the operator sets them.
+func (c Caller) canSetLimits(rateLimit, quota bool) error {
+	if c.Operator || (!rateLimit && !quota) {
+		return nil
+	}
+	field := "rate_limit"
+	if !rateLimit {
+		field = "quota"
+	}
+	return forbidden("only the operator can set a key's " + field)
+}

@@ -11,6 +11,7 @@ type accountBody struct {
 	Name      string              `json:"name"`
 	Status    string              `json:"status"`
 	RateLimit *keystore.RateLimit `json:"rate_limit"`
+	Quota     *keystore.Quota     `json:"quota"`
 }
 
 // createAccount is POST /accounts. An empty name defaults to the id, an
@@ -25,21 +26,27 @@ func (a *API) createAccount(w http.ResponseWriter, r *http.Request, _ Caller) er
 		Name:      body.Name,
 		Status:    body.Status,
 		RateLimit: body.RateLimit,
+		Quota:     body.Quota,
 	})
 	if err != nil {
 		return err
 	}
-	WriteJSON(w, http.StatusCreated, acct)
+	WriteJSON(w, http.StatusCreated, a.accountView(acct))
 	return nil
 }
 
 type accountList struct {
-	Accounts []*keystore.Account `json:"accounts"`
+	Accounts []accountView `json:"accounts"`
 }
 
 // listAccounts is GET /accounts: every account, sorted by id.
 func (a *API) listAccounts(w http.ResponseWriter, _ *http.Request, _ Caller) error {
-	WriteJSON(w, http.StatusOK, accountList{Accounts: a.store.Accounts()})
+	accts := a.store.Accounts()
+	out := accountList{Accounts: make([]accountView, len(accts))}
+	for i, acct := range accts {
+		out.Accounts[i] = a.accountView(acct)
+	}
+	WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -49,7 +56,7 @@ func (a *API) getAccount(w http.ResponseWriter, r *http.Request, _ Caller) error
 	if err != nil {
 		return accountErr(err)
 	}
-	WriteJSON(w, http.StatusOK, acct)
+	WriteJSON(w, http.StatusOK, a.accountView(acct))
 	return nil
 }
 
@@ -57,9 +64,10 @@ type accountPatchBody struct {
 	Name      *string             `json:"name"`
 	Status    *string             `json:"status"`
 	RateLimit *keystore.RateLimit `json:"rate_limit"`
+	Quota     *keystore.Quota     `json:"quota"`
 }
 
-// patchAccount is PATCH /accounts/{id}: null clears rate_limit and is
+// patchAccount is PATCH /accounts/{id}: null clears rate_limit and quota, and is
 // refused for name and status. A status change applies to the account's
 // keys from their next request.
 func (a *API) patchAccount(w http.ResponseWriter, r *http.Request, _ Caller) error {
@@ -84,11 +92,13 @@ func (a *API) patchAccount(w http.ResponseWriter, r *http.Request, _ Caller) err
 		Status:         body.Status,
 		RateLimit:      body.RateLimit,
 		ClearRateLimit: pr.null("rate_limit"),
+		Quota:          body.Quota,
+		ClearQuota:     pr.null("quota"),
 	})
 	if err != nil {
 		return accountErr(err)
 	}
-	WriteJSON(w, http.StatusOK, acct)
+	WriteJSON(w, http.StatusOK, a.accountView(acct))
 	return nil
 }
 

@@ -129,7 +129,7 @@ func (a *API) writeImport(w http.ResponseWriter, keys []*keystore.Key) {
 		if i > 0 {
 			bw.WriteByte(',')
 		}
-		rec, err := json.Marshal(newKeyView(k, now, ""))
+		rec, err := json.Marshal(a.keyView(k, now, ""))
 		if err != nil {
 			// Cannot happen for a stored record; the status is sent.
 			a.log.Error("encoding an imported key", zap.String("id", k.ID), zap.Error(err))

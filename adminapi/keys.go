@@ -16,6 +16,7 @@ type keyFields struct {
 	ExpiresAt *string             `json:"expires_at"`
 	Type      string              `json:"type"`
 	RateLimit *keystore.RateLimit `json:"rate_limit"`
+	Quota     *keystore.Quota     `json:"quota"`
 	Metadata  map[string]string   `json:"metadata"`
 }
 
@@ -27,6 +28,7 @@ func (f *keyFields) newKey(prefix string) (keystore.NewKey, error) {
 		Type:      f.Type,
 		Scopes:    f.Scopes,
 		RateLimit: f.RateLimit,
+		Quota:     f.Quota,
 		Metadata:  f.Metadata,
 	}
 	if len(nk.Metadata) == 0 {
@@ -62,6 +64,9 @@ func (a *API) createKey(w http.ResponseWriter, r *http.Request, c Caller) error 
 			return forbidden("a key can create keys only in its own account")
 		}
 		if err := c.canGrant(nk.Scopes, "scopes"); err != nil {
+			return err
+		}
+		if err := c.canSetLimits(nk.RateLimit != nil, nk.Quota != nil); err != nil {
 			return err
 		}
 	}
@@ -129,7 +134,7 @@ func (a *API) listKeys(w http.ResponseWriter, r *http.Request, c Caller) error {
 	now := a.store.Now()
 	out := keyList{Keys: make([]keyView, len(keys)), NextCursor: encodeCursor(next)}
 	for i, k := range keys {
-		out.Keys[i] = newKeyView(k, now, "")
+		out.Keys[i] = a.keyView(k, now, "")
 	}
 	WriteJSON(w, http.StatusOK, out)
 	return nil
@@ -154,11 +159,12 @@ type keyPatchBody struct {
 	Active    *bool               `json:"active"`
 	Type      *string             `json:"type"`
 	RateLimit *keystore.RateLimit `json:"rate_limit"`
+	Quota     *keystore.Quota     `json:"quota"`
 	Metadata  map[string]string   `json:"metadata"`
 }
 
-// patchKey is PATCH /keys/{id}: null clears expires_at, rate_limit and
-// metadata, and is refused for the other fields. An empty object changes
+// patchKey is PATCH /keys/{id}: null clears expires_at, rate_limit, quota
+// and metadata, and is refused for the other fields. An empty object changes
 // nothing and records no event.
 func (a *API) patchKey(w http.ResponseWriter, r *http.Request, c Caller) error {
 	var body keyPatchBody
@@ -180,6 +186,8 @@ func (a *API) patchKey(w http.ResponseWriter, r *http.Request, c Caller) error {
 		ClearExpires:   pr.null("expires_at"),
 		RateLimit:      body.RateLimit,
 		ClearRateLimit: pr.null("rate_limit"),
+		Quota:          body.Quota,
+		ClearQuota:     pr.null("quota"),
 		Metadata:       body.Metadata,
 		ClearMetadata:  pr.null("metadata") || (pr.has("metadata") && len(body.Metadata) == 0),
 	}
@@ -204,6 +212,9 @@ func (a *API) patchKey(w http.ResponseWriter, r *http.Request, c Caller) error {
 		return err
 	}
 	if err := c.canGrant(p.Scopes, "scopes"); err != nil {
+		return err
+	}
+	if err := c.canSetLimits(pr.has("rate_limit"), pr.has("quota")); err != nil {
 		return err
 	}
 	if len(pr) == 0 {

@@ -10,22 +10,53 @@ import (
 )
 
 // keyView is a key record as the API shows it: the record's fields (never
-// its hashes), its status, and, only in the answer to create and
-// regenerate, the plaintext key.
+// its hashes), its status, its quota usage if it has a quota, and, only in
+// the answer to create and regenerate, the plaintext key.
 type keyView struct {
 	*keystore.Key
 	// Metadata is always present: null when the key has none.
 	Metadata map[string]string `json:"metadata"`
 	Status   string            `json:"status"`
-	Plain    string            `json:"key,omitempty"`
+	quotaUsage
+	Plain string `json:"key,omitempty"`
 }
 
-func newKeyView(k *keystore.Key, now time.Time, plain string) keyView {
-	return keyView{Key: k, Metadata: k.Metadata, Status: k.Status(now), Plain: plain}
+// quotaUsage is the current period's count of a key or account with a
+// quota: how many requests it made and when the count resets.
+type quotaUsage struct {
+	QuotaUsed     *int64     `json:"quota_used,omitempty"`
+	QuotaResetsAt *time.Time `json:"quota_resets_at,omitempty"`
+}
+
+func newQuotaUsage(used int64, resetsAt time.Time, ok bool) quotaUsage {
+	if !ok {
+		return quotaUsage{}
+	}
+	return quotaUsage{QuotaUsed: &used, QuotaResetsAt: &resetsAt}
+}
+
+func (a *API) keyView(k *keystore.Key, now time.Time, plain string) keyView {
+	return keyView{
+		Key:        k,
+		Metadata:   k.Metadata,
+		Status:     k.Status(now),
+		quotaUsage: newQuotaUsage(a.store.QuotaUsage(k)),
+		Plain:      plain,
+	}
 }
 
 func (a *API) view(k *keystore.Key, plain string) keyView {
-	return newKeyView(k, a.store.Now(), plain)
+	return a.keyView(k, a.store.Now(), plain)
+}
+
+// accountView is an account as the API shows it, with its quota usage.
+type accountView struct {
+	*keystore.Account
+	quotaUsage
+}
+
+func (a *API) accountView(acct *keystore.Account) accountView {
+	return accountView{Account: acct, quotaUsage: newQuotaUsage(a.store.AccountQuotaUsage(acct.ID))}
 }
 
 // Cursors are opaque to clients: the base64url of the last id of the

@@ -61,6 +61,13 @@ type App struct {
 	// another system. Default: false.
 	AcceptForeignKeys bool `json:"accept_foreign_keys,omitempty"`
 
+	// RateLimit is the rate limit of every key that has none of its own:
+	// {"requests": n, "window": "<Go duration>", "burst": b} (burst
+	// defaults to requests), or {"unlimited": true}. Default: 100
+	// requests per 1s, burst 100. A key's own rate_limit overrides it; an
+	// account's rate_limit applies on top, shared by all of its keys.
+	RateLimit *keystore.RateLimit `json:"rate_limit,omitempty"`
+
 	// PurgeRevokedAfter is how long a revoked key is kept before a
 	// background sweep deletes it with its audit events. "off" (in the
 	// Caddyfile; -1 in JSON) disables the purge. Default: 720h (30 days).
@@ -72,6 +79,7 @@ type App struct {
 	PurgeInterval caddy.Duration `json:"purge_interval,omitempty"`
 
 	store  *keystore.Store
+	limit  keystore.Limit
 	api    *adminapi.API
 	stop   chan struct{}
 	done   chan struct{}
@@ -109,6 +117,13 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	if err := a.format.Validate(); err != nil {
 		return err
+	}
+	if err := a.RateLimit.Validate(); err != nil {
+		return err
+	}
+	a.limit = keystore.DefaultLimit
+	if a.RateLimit != nil {
+		a.limit = a.RateLimit.Effective(keystore.DefaultLimit)
 	}
 	dir := a.Storage
 	if dir == "" {
@@ -236,5 +251,5 @@ var (
 )
 
 func (a *App) verifier() keystore.Verifier {
-	return keystore.Verifier{Store: a.store, Format: a.format, AcceptForeign: a.AcceptForeignKeys}
+	return keystore.Verifier{Store: a.store, Format: a.format, AcceptForeign: a.AcceptForeignKeys, DefaultLimit: &a.limit}
 }

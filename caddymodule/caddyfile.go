@@ -9,6 +9,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-apikey/caddy-apikey/keystore"
 )
 
 func init() {
@@ -30,6 +32,7 @@ func init() {
 //			cache_size <n>
 //			last_used_flush <duration>
 //			accept_foreign_keys
+//			rate_limit <n> <window> [burst <b>] | off
 //			purge_revoked_after <duration>|off
 //			purge_interval <duration>
 //		}
@@ -91,6 +94,12 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			a.LastUsedFlush = caddy.Duration(dur)
 		case "accept_foreign_keys":
 			a.AcceptForeignKeys = true
+		case "rate_limit":
+			rl, err := rateLimitArgs(d)
+			if err != nil {
+				return err
+			}
+			a.RateLimit = rl
 		case "purge_revoked_after":
 			if !d.NextArg() {
 				return d.ArgErr()
@@ -178,6 +187,31 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 	}
 	return nil
+}
+
+// rateLimitArgs parses "<n> <window> [burst <b>]" or "off".
+func rateLimitArgs(d *caddyfile.Dispenser) (*keystore.RateLimit, error) {
+	args := d.RemainingArgs()
+	if len(args) == 1 && args[0] == "off" {
+		return &keystore.RateLimit{Unlimited: true}, nil
+	}
+	if len(args) != 2 && !(len(args) == 4 && args[2] == "burst") {
+		return nil, d.Err("rate_limit: want <n> <window> [burst <b>] or off")
+	}
+	rl := &keystore.RateLimit{Window: args[1]}
+	var err error
+	if rl.Requests, err = strconv.Atoi(args[0]); err != nil {
+		return nil, d.Errf("rate_limit: %s is not a whole number", args[0])
+	}
+	if len(args) == 4 {
+		if rl.Burst, err = strconv.Atoi(args[3]); err != nil || rl.Burst < 1 {
+			return nil, d.Errf("rate_limit: burst %s is not a positive whole number", args[3])
+		}
+	}
+	if err := rl.Validate(); err != nil {
+		return nil, d.Errf("%v", err)
+	}
+	return rl, nil
 }
 
 func intArg(d *caddyfile.Dispenser) (int, error) {

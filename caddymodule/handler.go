@@ -29,8 +29,10 @@ const DefaultKeyHeader = "X-API-Key"
 // key format (401 malformed_key), is known by its SHA-256 (401
 // invalid_key), is not revoked (401 key_revoked) or expired (401
 // key_expired), its account is open or pending_cancel (403
-// account_inactive), and it has the scope the route requires (403
-// insufficient_scope).
+// account_inactive), it has the scope the route requires (403
+// insufficient_scope), and neither the key's rate limit nor its account's
+// is exceeded (429 rate_limited). Passing requests get RateLimit-Limit,
+// RateLimit-Remaining and RateLimit-Reset response headers.
 type Handler struct {
 	// Require is the scope a request needs: a full scope such as
 	// contacts:read, or a bare resource such as contacts whose access
@@ -96,6 +98,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	res, src, ok := h.auth.authenticate(w, r, required, !h.req.IsZero(), h.logger)
 	if !ok {
 		return nil
+	}
+	if res.Rate.Limit > 0 {
+		setRateHeaders(w.Header(), res.Rate)
 	}
 	if !h.ForwardKey {
 		h.auth.removeCredential(r.Header, src)

@@ -148,12 +148,19 @@ http://localhost:9080 {
 // start loads the site config with a fresh store and upstream.
 func start(t *testing.T) *env {
 	t.Helper()
+	return startWith(t, siteConfig)
+}
+
+// startWith loads config (a siteConfig-like template) with a fresh store
+// and upstream.
+func startWith(t *testing.T, config string) *env {
+	t.Helper()
 	dir, err := os.MkdirTemp(baseDir, strings.ReplaceAll(t.Name(), "/", "_")+"-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	e := &env{t: t, tester: caddytest.NewTester(t), up: newRecorder(t), dir: dir, storage: filepath.Join(dir, "store")}
-	e.load(siteConfig)
+	e.load(config)
 	return e
 }
 

@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"net/http"
+	"strconv"
 
 	"github.com/caddy-apikey/caddy-apikey/adminapi"
 
@@ -15,6 +16,7 @@ type refusal struct {
 	Message       string `json:"message"`
 	AccountStatus string `json:"account_status,omitempty"`
 	RequiredScope string `json:"required_scope,omitempty"`
+	RetryAfter    int    `json:"retry_after,omitempty"`
 }
 
 // refuse writes the response for a verification outcome other than OK.
@@ -44,11 +46,31 @@ func refuse(w http.ResponseWriter, res keystore.Result, keyHeader string) {
 		body.RequiredScope = scope
 		body.Message = "this request requires the " + scope + " scope"
 		hdr.Set("WWW-Authenticate", `Bearer error="insufficient_scope", scope="`+scope+`"`)
+	case keystore.RateLimited:
+		status = http.StatusTooManyRequests
+		body.RetryAfter = res.RetryAfter
+		body.Message = "too many requests for this API key; retry after " + strconv.Itoa(res.RetryAfter) + " seconds"
+		hdr.Set("Retry-After", strconv.Itoa(res.RetryAfter))
+		setRateHeaders(hdr, res.Rate)
+	case keystore.QuotaExceeded:
+		status = http.StatusTooManyRequests
+		body.RetryAfter = res.RetryAfter
+		body.Message = "the usage quota of this API key or its account is used up until the period resets in " + strconv.Itoa(res.RetryAfter) + " seconds"
+		hdr.Set("Retry-After", strconv.Itoa(res.RetryAfter))
 	}
 	if status == http.StatusUnauthorized && res.Outcome != keystore.MissingKey {
 		hdr.Set("WWW-Authenticate", `Bearer realm="api", error="invalid_token"`)
 	}
 	adminapi.WriteJSON(w, status, body)
+}
+
+// setRateHeaders sets the IETF httpapi draft's RateLimit-Limit (the
+// bucket size), RateLimit-Remaining and RateLimit-Reset (seconds until the
+// bucket is full), as Kong also sends them.
+func setRateHeaders(h http.Header, st keystore.RateState) {
+	h["Ratelimit-Limit"] = []string{strconv.Itoa(st.Limit)}
+	h["Ratelimit-Remaining"] = []string{strconv.Itoa(st.Remaining)}
+	h["Ratelimit-Reset"] = []string{strconv.Itoa(st.Reset)}
 }
 
 // storeUnavailable answers when the store failed to read: the request is

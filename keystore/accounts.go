@@ -28,6 +28,9 @@ func validateAccount(a *Account) error {
 	if err := a.RateLimit.Validate(); err != nil {
 		return invalid("rate_limit", "%v", err)
 	}
+	if err := a.Quota.Validate(); err != nil {
+		return invalid("quota", "%v", err)
+	}
 	return nil
 }
 
@@ -53,8 +56,7 @@ func (s *Store) CreateAccount(a Account) (*Account, error) {
 	if err := s.update(func(t txn) error { return t.putJSON(keyA(a.ID), &a) }); err != nil {
 		return nil, err
 	}
-	st := new(accountState)
-	st.acct.Store(&a)
+	st := newAccountState(&a, nil)
 	s.accounts[a.ID] = st
 	s.acctIndex.Store(a.ID, st)
 	return &a, nil
@@ -96,6 +98,8 @@ type AccountPatch struct {
 	Status         *string
 	RateLimit      *RateLimit
 	ClearRateLimit bool
+	Quota          *Quota
+	ClearQuota     bool
 }
 
 // UpdateAccount changes an account. A status change applies to its keys'
@@ -121,6 +125,13 @@ func (s *Store) UpdateAccount(id string, p AccountPatch) (*Account, error) {
 	if p.ClearRateLimit {
 		a.RateLimit = nil
 	}
+	if p.Quota != nil {
+		q := *p.Quota
+		a.Quota = &q
+	}
+	if p.ClearQuota {
+		a.Quota = nil
+	}
 	if err := validateAccount(&a); err != nil {
 		return nil, err
 	}
@@ -128,7 +139,7 @@ func (s *Store) UpdateAccount(id string, p AccountPatch) (*Account, error) {
 	if err := s.update(func(t txn) error { return t.putJSON(keyA(id), &a) }); err != nil {
 		return nil, err
 	}
-	st.acct.Store(&a)
+	st.set(&a)
 	return &a, nil
 }
 
@@ -150,6 +161,9 @@ func (s *Store) DeleteAccount(id string) error {
 		}
 		if hasKeys {
 			return fmt.Errorf("account %q still has keys: %w", id, ErrConflict)
+		}
+		if err := t.del(keyQA(id)); err != nil {
+			return err
 		}
 		return t.del(keyA(id))
 	})

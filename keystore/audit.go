@@ -67,6 +67,9 @@ func created(k *Key) map[string]Change {
 	if k.RateLimit != nil {
 		ch["rate_limit"] = Change{To: k.RateLimit}
 	}
+	if k.Quota != nil {
+		ch["quota"] = Change{To: k.Quota}
+	}
 	if len(k.Metadata) > 0 {
 		ch["metadata"] = Change{To: k.Metadata}
 	}
@@ -89,6 +92,7 @@ func diff(a, b *Key) map[string]Change {
 	add("expires_at", a.ExpiresAt, b.ExpiresAt)
 	add("revoked_at", a.RevokedAt, b.RevokedAt)
 	add("rate_limit", a.RateLimit, b.RateLimit)
+	add("quota", a.Quota, b.Quota)
 	add("metadata", a.Metadata, b.Metadata)
 	add("hint", a.Hint, b.Hint)
 	return ch

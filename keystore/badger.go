@@ -18,12 +18,16 @@ import (
 //	ak/<account>/<id>  index of keys by account (empty value)
 //	a/<account>        account (JSON)
 //	e/<id>/<event id>  audit event (JSON)
+//	q/k/<id>           a key's quota count (JSON {period, used})
+//	q/a/<account>      an account's quota count
 const (
 	pfxKey      = "k/"
 	pfxHash     = "h/"
 	pfxAcctKey  = "ak/"
 	pfxAccount  = "a/"
 	pfxEvent    = "e/"
+	pfxQuotaKey = "q/k/"
+	pfxQuotaAcc = "q/a/"
 	schemaKey   = "m/schema"
 	schemaValue = "1"
 )
@@ -32,6 +36,8 @@ func keyK(id string) []byte          { return []byte(pfxKey + id) }
 func keyA(id string) []byte          { return []byte(pfxAccount + id) }
 func keyAK(acct, id string) []byte   { return []byte(pfxAcctKey + acct + "/" + id) }
 func keyE(id, eventID string) []byte { return []byte(pfxEvent + id + "/" + eventID) }
+func keyQK(id string) []byte          { return []byte(pfxQuotaKey + id) }
+func keyQA(id string) []byte          { return []byte(pfxQuotaAcc + id) }
 func keyH(h Hash) []byte {
 	b := make([]byte, len(pfxHash)+len(h))
 	copy(b, pfxHash)
@@ -160,6 +166,18 @@ func (t txn) idForHash(h Hash) (string, error) {
 	return string(v), err
 }
 
+// getRaw returns a value, or nil if the key is absent.
+func (t txn) getRaw(key []byte) ([]byte, error) {
+	item, err := t.tx.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return item.ValueCopy(nil)
+}
+
 func (t txn) putKey(k *Key) error {
 	b, err := encodeKey(k)
 	if err != nil {
@@ -243,6 +261,17 @@ func (s *Store) runGC() {
 	// nothing worth rewriting.
 	for s.db.RunValueLogGC(0.5) == nil {
 	}
+}
+
+// readQuota returns a persisted quota count, or nil if there is none.
+func (s *Store) readQuota(key []byte) ([]byte, error) {
+	var b []byte
+	err := s.view(func(t txn) error {
+		var err error
+		b, err = t.getRaw(key)
+		return err
+	})
+	return b, err
 }
 
 // isTxnTooBig reports whether a transaction exceeded Badger's size bound.

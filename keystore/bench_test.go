@@ -41,7 +41,7 @@ func BenchmarkVerifyHit(b *testing.B) {
 	s := benchStore(b, 0)
 	f := DefaultFormat()
 	_, plain := mustCreate(b, s, f, NewKey{Scopes: []string{"contacts:write", "orders:read"}})
-	v := &Verifier{Store: s, Format: f}
+	v := &Verifier{Store: s, Format: f, DefaultLimit: &Limit{}}
 	req := Scope{Resource: "contacts", Access: AccessRead}
 	if res, err := v.Verify(plain, req, true); err != nil || res.Outcome != OK {
 		b.Fatal(res.Outcome.Code(), err)
@@ -59,7 +59,7 @@ func BenchmarkVerifyHitParallel(b *testing.B) {
 	s := benchStore(b, 0)
 	f := DefaultFormat()
 	plains := importHashedKeys(b, s, f, 1000)
-	v := &Verifier{Store: s, Format: f}
+	v := &Verifier{Store: s, Format: f, DefaultLimit: &Limit{}}
 	req := Scope{Resource: "contacts", Access: AccessRead}
 	for _, p := range plains {
 		if res, err := v.Verify(p, req, true); err != nil || res.Outcome != OK {
@@ -88,7 +88,7 @@ func BenchmarkVerifyMiss(b *testing.B) {
 	s := benchStore(b, 64)
 	f := DefaultFormat()
 	plains := importHashedKeys(b, s, f, n)
-	v := &Verifier{Store: s, Format: f}
+	v := &Verifier{Store: s, Format: f, DefaultLimit: &Limit{}}
 	req := Scope{Resource: "contacts", Access: AccessRead}
 	order := make([]int, 1<<16)
 	for i := range order {
@@ -119,7 +119,7 @@ func BenchmarkVerifyUnknown(b *testing.B) {
 		}
 		unknown[i] = p
 	}
-	v := &Verifier{Store: s, Format: f}
+	v := &Verifier{Store: s, Format: f, DefaultLimit: &Limit{}}
 	req := Scope{Resource: "contacts", Access: AccessRead}
 	b.ReportAllocs()
 	i := 0
@@ -149,7 +149,7 @@ func BenchmarkVerifyMalformed(b *testing.B) {
 		"bme_" + good[3:len(good)-1],      // wrong prefix
 		good[:10] + "-" + good[11:],       // bad character
 	}
-	v := &Verifier{Store: s, Format: f}
+	v := &Verifier{Store: s, Format: f, DefaultLimit: &Limit{}}
 	req := Scope{Resource: "contacts", Access: AccessRead}
 	b.ReportAllocs()
 	i := 0
@@ -219,5 +219,33 @@ func BenchmarkGenerate(b *testing.B) {
 		if _, err := f.Generate(); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkVerifyHitLimited is BenchmarkVerifyHit with a rate limit that
+// never refuses: the difference is the limiter's cost on the hot path.
+func BenchmarkVerifyHitLimited(b *testing.B) {
+	s := benchStore(b, 0)
+	f := DefaultFormat()
+	_, plain := mustCreate(b, s, f, NewKey{Scopes: []string{"contacts:write", "orders:read"}})
+	v := &Verifier{Store: s, Format: f, DefaultLimit: &Limit{Requests: 1 << 30, Window: time.Second, Burst: 1 << 30}}
+	req := Scope{Resource: "contacts", Access: AccessRead}
+	b.ReportAllocs()
+	for b.Loop() {
+		res, err := v.Verify(plain, req, true)
+		if err != nil || res.Outcome != OK {
+			b.Fatal(res.Outcome.Code(), err)
+		}
+	}
+}
+
+// BenchmarkBucketTake is the token bucket alone.
+func BenchmarkBucketTake(b *testing.B) {
+	l := &Limit{Requests: 1 << 30, Window: time.Second, Burst: 1 << 30}
+	bk := newBucket(l)
+	now := time.Now()
+	b.ReportAllocs()
+	for b.Loop() {
+		bk.take(l, now)
 	}
 }

@@ -15,10 +15,17 @@ type snapshot struct {
 	account     *accountState
 	expires     int64 // unix nanos; 0 = never
 	revoked     bool
+	// limit is the key's own rate limit (the zero Limit if unlimited);
+	// nil means the verifier's default applies.
+	limit    *Limit
+	limShard uint8
+	// quota and its counter; nil without a quota.
+	quota *Quota
+	qc    *quotaCounter
 }
 
-func newSnapshot(k *Key, acct *accountState) *snapshot {
-	sn := &snapshot{key: k, account: acct, revoked: k.RevokedAt != nil}
+func newSnapshot(k *Key, acct *accountState, qc *quotaCounter) *snapshot {
+	sn := &snapshot{key: k, account: acct, revoked: k.RevokedAt != nil, quota: k.Quota, qc: qc}
 	for _, s := range k.Scopes {
 		if sc, err := ParseScope(s); err == nil {
 			sn.scopes = append(sn.scopes, sc)
@@ -28,6 +35,11 @@ func newSnapshot(k *Key, acct *accountState) *snapshot {
 	if k.ExpiresAt != nil {
 		sn.expires = k.ExpiresAt.UnixNano()
 	}
+	if k.RateLimit != nil {
+		l := k.RateLimit.Effective(Limit{})
+		sn.limit = &l
+	}
+	sn.limShard = limiterShard(k.ID)
 	return sn
 }
 

@@ -60,7 +60,7 @@ func TestCacheEviction(t *testing.T) {
 	s := openStoreOpts(t, Options{CacheSize: size})
 	f := DefaultFormat()
 	keys, plains := importPlainKeys(t, s, f, n, NewKey{})
-	v := &Verifier{Store: s, Format: f}
+	v := &Verifier{Store: s, Format: f, DefaultLimit: &Limit{}}
 	req := mustScope(t, "contacts:read")
 	for round := range 3 {
 		for _, j := range rand.Perm(n) {
@@ -127,7 +127,7 @@ func TestCacheConcurrentMutations(t *testing.T) {
 		readersWG.Add(1)
 		go func() {
 			defer readersWG.Done()
-			v := &Verifier{Store: s, Format: f}
+			v := &Verifier{Store: s, Format: f, DefaultLimit: &Limit{}}
 			rng := rand.New(rand.NewPCG(uint64(r), 1))
 			for {
 				select {
@@ -160,7 +160,7 @@ func TestCacheConcurrentMutations(t *testing.T) {
 		go func() {
 			defer mutatorsWG.Done()
 			acct := fmt.Sprintf("acct%d", m)
-			v := &Verifier{Store: s, Format: f}
+			v := &Verifier{Store: s, Format: f, DefaultLimit: &Limit{}}
 			expect := func(step, cred string, req string, want Outcome) bool {
 				var sc Scope
 				if req != "" {
@@ -302,7 +302,7 @@ func TestLastUsed(t *testing.T) {
 	}
 	defer func() { s.Close() }()
 	f := DefaultFormat()
-	v := &Verifier{Store: s, Format: f}
+	v := &Verifier{Store: s, Format: f, DefaultLimit: &Limit{}}
 	k, plain := mustCreate(t, s, f, NewKey{})
 	_, unused := mustCreate(t, s, f, NewKey{Name: "unused"})
 	_ = unused
@@ -353,7 +353,7 @@ func TestLastUsed(t *testing.T) {
 	if stored.LastUsedAt != nil {
 		t.Fatalf("last-used written to Badger before a flush: %v", stored.LastUsedAt)
 	}
-	if err := s.FlushLastUsed(); err != nil {
+	if err := s.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.view(func(tx txn) error { var err error; stored, err = tx.getKey(k.ID); return err }); err != nil {
@@ -382,7 +382,7 @@ func TestLastUsed(t *testing.T) {
 	}
 
 	// A mutation keeps the in-memory last-used time.
-	v = &Verifier{Store: s, Format: f}
+	v = &Verifier{Store: s, Format: f, DefaultLimit: &Limit{}}
 	clock.Advance(time.Minute)
 	t4 := clock.Now()
 	verifyOutcome(t, v, plain, "", OK)
@@ -412,7 +412,7 @@ func TestLastUsedEvicted(t *testing.T) {
 	}
 	defer func() { s.Close() }()
 	f := DefaultFormat()
-	v := &Verifier{Store: s, Format: f}
+	v := &Verifier{Store: s, Format: f, DefaultLimit: &Limit{}}
 	keys, plains := importPlainKeys(t, s, f, 300, NewKey{})
 
 	// Find two keys in the same shard.
@@ -474,7 +474,7 @@ func TestLastUsedEvicted(t *testing.T) {
 		t.Error("ListKeys did not return the key")
 	}
 
-	if err := s.FlushLastUsed(); err != nil {
+	if err := s.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	s.pendingMu.Lock()
@@ -519,7 +519,7 @@ func TestLastUsedEvicted(t *testing.T) {
 func TestLastUsedDeleted(t *testing.T) {
 	s := openStoreOpts(t, Options{LastUsedFlush: time.Hour})
 	f := DefaultFormat()
-	v := &Verifier{Store: s, Format: f}
+	v := &Verifier{Store: s, Format: f, DefaultLimit: &Limit{}}
 	k, plain := mustCreate(t, s, f, NewKey{})
 	verifyOutcome(t, v, plain, "", OK)
 	if err := s.DeleteKey(k.ID); err != nil {
@@ -533,7 +533,7 @@ func TestLastUsedDeleted(t *testing.T) {
 	}
 	// A use recorded for a key deleted since is skipped by the flush.
 	s.keepPendingUse("no-such-key", time.Now().UnixNano())
-	if err := s.FlushLastUsed(); err != nil {
+	if err := s.Flush(); err != nil {
 		t.Fatal(err)
 	}
 }

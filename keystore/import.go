@@ -129,6 +129,7 @@ func importedKey(ik *ImportKey, f Format, now time.Time) (*Key, error) {
 		UpdatedAt: now,
 		ExpiresAt: ik.ExpiresAt,
 		RateLimit: ik.RateLimit,
+		Quota:     ik.Quota,
 		Metadata:  ik.Metadata,
 	}
 	switch {

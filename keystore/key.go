@@ -103,6 +103,7 @@ type Key struct {
 	LastUsedAt *time.Time        `json:"last_used_at"`
 	RevokedAt  *time.Time        `json:"revoked_at"`
 	RateLimit  *RateLimit        `json:"rate_limit"`
+	Quota      *Quota            `json:"quota"`
 	Metadata   map[string]string `json:"metadata,omitempty"`
 
 	// Hash is the SHA-256 of the current key string.
@@ -137,6 +138,10 @@ func (k *Key) clone() *Key {
 	if k.RateLimit != nil {
 		rl := *k.RateLimit
 		c.RateLimit = &rl
+	}
+	if k.Quota != nil {
+		q := *k.Quota
+		c.Quota = &q
 	}
 	return &c
 }
@@ -199,6 +204,7 @@ type Account struct {
 	Name      string     `json:"name"`
 	Status    string     `json:"status"`
 	RateLimit *RateLimit `json:"rate_limit"`
+	Quota     *Quota     `json:"quota"`
 	CreatedAt time.Time  `json:"created_at"`
 	UpdatedAt time.Time  `json:"updated_at"`
 }

@@ -18,6 +18,7 @@ type NewKey struct {
 	Scopes    []string
 	ExpiresAt *time.Time
 	RateLimit *RateLimit
+	Quota     *Quota
 	Metadata  map[string]string
 }
 
@@ -49,6 +50,9 @@ func (nk *NewKey) validate(now time.Time) error {
 	}
 	if err := nk.RateLimit.Validate(); err != nil {
 		return invalid("rate_limit", "%v", err)
+	}
+	if err := nk.Quota.Validate(); err != nil {
+		return invalid("quota", "%v", err)
 	}
 	if err := validateMetadata(nk.Metadata); err != nil {
 		return invalid("metadata", "%v", err)
@@ -91,6 +95,7 @@ func (s *Store) CreateKey(nk NewKey, f Format, actor string) (*Key, string, erro
 		UpdatedAt: now,
 		ExpiresAt: nk.ExpiresAt,
 		RateLimit: nk.RateLimit,
+		Quota:     nk.Quota,
 		Metadata:  nk.Metadata,
 		Hash:      HashKey(plain),
 	}
@@ -260,6 +265,8 @@ type KeyPatch struct {
 	Type           *string
 	RateLimit      *RateLimit
 	ClearRateLimit bool
+	Quota          *Quota
+	ClearQuota     bool
 	Metadata       map[string]string // nil: unchanged
 	ClearMetadata  bool
 }
@@ -308,6 +315,16 @@ func (s *Store) UpdateKey(id string, p KeyPatch, actor string) (*Key, error) {
 			}
 			rl := *p.RateLimit
 			k.RateLimit = &rl
+		}
+		switch {
+		case p.ClearQuota:
+			k.Quota = nil
+		case p.Quota != nil:
+			if err := p.Quota.Validate(); err != nil {
+				return "", invalid("quota", "%v", err)
+			}
+			q := *p.Quota
+			k.Quota = &q
 		}
 		switch {
 		case p.ClearMetadata:
@@ -471,6 +488,9 @@ func (s *Store) deleteKeyIf(id string, cond func(*Key) bool) error {
 		if err := t.del(keyK(id)); err != nil {
 			return err
 		}
+		if err := t.del(keyQK(id)); err != nil {
+			return err
+		}
 		var events [][]byte
 		err = t.scan([]byte(pfxEvent+id+"/"), nil, false, false, func(key, _ []byte) (bool, error) {
 			events = append(events, append([]byte(nil), key...))
@@ -490,6 +510,7 @@ func (s *Store) deleteKeyIf(id string, cond func(*Key) bool) error {
 		return err
 	}
 	s.cache.invalidate(hashesOf(k)...)
+	s.quotas.drop(id)
 	s.pendingMu.Lock()
 	delete(s.pendingUse, id)
 	s.pendingMu.Unlock()

@@ -35,7 +35,7 @@ func TestLastUsedBatching(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := DefaultFormat()
-	v := &Verifier{Store: s, Format: f}
+	v := &Verifier{Store: s, Format: f, DefaultLimit: &Limit{}}
 	var ids []string
 	var plains []string
 	for i := 0; i < 5; i++ {
@@ -69,13 +69,13 @@ func TestLastUsedBatching(t *testing.T) {
 		}
 	}
 
-	if err := s.FlushLastUsed(); err != nil {
+	if err := s.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	if got := s.Commits() - before; got != 1 {
 		t.Errorf("flush made %d commits, want 1", got)
 	}
-	if err := s.FlushLastUsed(); err != nil {
+	if err := s.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	if got := s.Commits() - before; got != 1 {
@@ -112,7 +112,7 @@ func TestLastUsedFlushedOnClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res, _ := (&Verifier{Store: s, Format: f}).Verify(plain, Scope{}, false); res.Outcome != OK {
+	if res, _ := (&Verifier{Store: s, Format: f, DefaultLimit: &Limit{}}).Verify(plain, Scope{}, false); res.Outcome != OK {
 		t.Fatal(res.Outcome.Code())
 	}
 	if err := s.Close(); err != nil {

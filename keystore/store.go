@@ -53,6 +53,8 @@ type Store struct {
 	log    *zap.Logger
 	now    func() time.Time
 	cache  *cache
+	limits *limiters
+	quotas *quotas
 	closed atomic.Bool
 
 	// accounts are all held in memory; a key snapshot points at its
@@ -80,8 +82,31 @@ type Store struct {
 	done       sync.WaitGroup
 }
 
+// accountState is an account as the verification path sees it, shared by
+// reference with every snapshot of its keys: a change applies to their next
+// request.
 type accountState struct {
-	acct atomic.Pointer[Account]
+	acct  atomic.Pointer[Account]
+	limit atomic.Pointer[Limit]  // the account's own limit; nil = none
+	rate  atomic.Pointer[bucket] // its bucket, created on first use
+	quota *quotaCounter          // its quota count
+}
+
+func newAccountState(a *Account, persistedQuota []byte) *accountState {
+	st := &accountState{quota: newQuotaCounter(persistedQuota)}
+	st.set(a)
+	return st
+}
+
+// set installs a new version of the account.
+func (st *accountState) set(a *Account) {
+	if a.RateLimit != nil && !a.RateLimit.Unlimited {
+		l := a.RateLimit.Effective(Limit{})
+		st.limit.Store(&l)
+	} else {
+		st.limit.Store(nil)
+	}
+	st.acct.Store(a)
 }
 
 // Open opens (creating if needed) the store in opts.Dir, ensures the
@@ -115,6 +140,8 @@ func Open(opts Options) (*Store, error) {
 		pendingUse: make(map[string]int64),
 		flushEvery: opts.LastUsedFlush,
 		stop:       make(chan struct{}),
+		limits:     newLimiters(),
+		quotas:     &quotas{m: make(map[string]*quotaCounter)},
 	}
 	s.cache = newCache(opts.CacheSize, s.keepPendingUse)
 	if err := s.init(); err != nil {
@@ -152,8 +179,11 @@ func (s *Store) init() error {
 			if err != nil {
 				return false, err
 			}
-			st := new(accountState)
-			st.acct.Store(a)
+			q, err := t.getRaw(keyQA(a.ID))
+			if err != nil {
+				return false, err
+			}
+			st := newAccountState(a, q)
 			s.accounts[a.ID] = st
 			s.acctIndex.Store(a.ID, st)
 			return true, nil
@@ -177,7 +207,7 @@ func (s *Store) Close() error {
 	}
 	close(s.stop)
 	s.done.Wait()
-	flushErr := s.FlushLastUsed()
+	flushErr := s.Flush()
 	return errors.Join(flushErr, s.db.Close())
 }
 
@@ -187,16 +217,20 @@ func (s *Store) background() {
 	defer flush.Stop()
 	gc := time.NewTicker(10 * time.Minute)
 	defer gc.Stop()
+	sweep := time.NewTicker(time.Minute)
+	defer sweep.Stop()
 	for {
 		select {
 		case <-s.stop:
 			return
 		case <-flush.C:
-			if err := s.FlushLastUsed(); err != nil {
-				s.log.Error("flushing last-used times", zap.Error(err))
+			if err := s.Flush(); err != nil {
+				s.log.Error("flushing last-used times and quota counts", zap.Error(err))
 			}
 		case <-gc.C:
 			s.runGC()
+		case <-sweep.C:
+			s.limits.sweep(s.now())
 		}
 	}
 }
@@ -214,13 +248,23 @@ func (s *Store) keepPendingUse(id string, lastUsed int64) {
 	s.pendingMu.Unlock()
 }
 
-// FlushLastUsed writes the in-memory last-used times that changed since the
-// last flush to Badger, in one durable transaction per batch. It never runs
-// on the request path.
-func (s *Store) FlushLastUsed() error {
+// Flush writes to Badger what the verification path keeps in memory: the
+// last-used times and quota counts that changed since the last flush. It
+// runs every LastUsedFlush, on Close, and never on the request path. A
+// crash loses at most what changed since the last flush.
+func (s *Store) Flush() error {
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
+	if err := s.flushLastUsed(); err != nil {
+		return err
+	}
+	return s.flushQuotas()
+}
 
+// flushChunk bounds the writes of one flush transaction.
+const flushChunk = 1000
+
+func (s *Store) flushLastUsed() error {
 	// Copy the pending uses; they stay visible to Key until written.
 	s.pendingMu.Lock()
 	uses := make(map[string]int64, len(s.pendingUse))
@@ -244,31 +288,23 @@ func (s *Store) FlushLastUsed() error {
 			uses[e.snap.key.ID] = lu
 		}
 	})
-	if len(uses) == 0 {
-		return nil
+	ids := make([]string, 0, len(uses))
+	for id := range uses {
+		ids = append(ids, id)
 	}
-	err := s.update(func(t txn) error {
-		for id, at := range uses {
-			k, err := t.getKey(id)
-			if errors.Is(err, ErrNotFound) {
-				continue // deleted since it was used
+	for start := 0; start < len(ids); start += flushChunk {
+		chunk := ids[start:min(start+flushChunk, len(ids))]
+		err := s.update(func(t txn) error {
+			for _, id := range chunk {
+				if err := s.writeLastUsed(t, id, uses[id]); err != nil {
+					return err
+				}
 			}
-			if err != nil {
-				return err
-			}
-			ts := time.Unix(0, at).UTC()
-			if k.LastUsedAt != nil && !ts.After(*k.LastUsedAt) {
-				continue
-			}
-			k.LastUsedAt = &ts
-			if err := t.putKey(k); err != nil {
-				return err
-			}
+			return nil
+		})
+		if err != nil {
+			return err // the pending uses stay for the next flush
 		}
-		return nil
-	})
-	if err != nil {
-		return err // the pending uses stay for the next flush
 	}
 	for _, m := range marks {
 		m.e.flushed.Store(m.at)
@@ -280,5 +316,68 @@ func (s *Store) FlushLastUsed() error {
 		}
 	}
 	s.pendingMu.Unlock()
+	return nil
+}
+
+func (s *Store) writeLastUsed(t txn, id string, at int64) error {
+	k, err := t.getKey(id)
+	if errors.Is(err, ErrNotFound) {
+		return nil // deleted since it was used
+	}
+	if err != nil {
+		return err
+	}
+	ts := time.Unix(0, at).UTC()
+	if k.LastUsedAt != nil && !ts.After(*k.LastUsedAt) {
+		return nil
+	}
+	k.LastUsedAt = &ts
+	return t.putKey(k)
+}
+
+func (s *Store) flushQuotas() error {
+	// owner is the record the count belongs to: a count is written only
+	// while it exists, so a flush racing with a delete leaves no orphan.
+	type write struct {
+		key, owner []byte
+		c          *quotaCounter
+		qc         quotaCount
+	}
+	var writes []write
+	s.quotas.each(func(id string, c *quotaCounter) {
+		if qc, dirty := c.dirty(); dirty {
+			writes = append(writes, write{keyQK(id), keyK(id), c, qc})
+		}
+	})
+	s.acctMu.RLock()
+	for id, st := range s.accounts {
+		if qc, dirty := st.quota.dirty(); dirty {
+			writes = append(writes, write{keyQA(id), keyA(id), st.quota, qc})
+		}
+	}
+	s.acctMu.RUnlock()
+	for start := 0; start < len(writes); start += flushChunk {
+		chunk := writes[start:min(start+flushChunk, len(writes))]
+		err := s.update(func(t txn) error {
+			for _, w := range chunk {
+				if owner, err := t.getRaw(w.owner); err != nil || owner == nil {
+					if err != nil {
+						return err
+					}
+					continue
+				}
+				if err := t.putJSON(w.key, w.qc); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, w := range chunk {
+			w.c.markFlushed(w.qc)
+		}
+	}
 	return nil
 }

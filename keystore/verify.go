@@ -2,6 +2,7 @@ package keystore
 
 import (
 	"errors"
+	"math"
 	"time"
 )
 
@@ -19,6 +20,8 @@ const (
 	KeyExpired
 	AccountInactive
 	InsufficientScope
+	RateLimited
+	QuotaExceeded
 )
 
 var outcomeCodes = [...]string{
@@ -30,6 +33,8 @@ var outcomeCodes = [...]string{
 	KeyExpired:        "key_expired",
 	AccountInactive:   "account_inactive",
 	InsufficientScope: "insufficient_scope",
+	RateLimited:       "rate_limited",
+	QuotaExceeded:     "quota_exceeded",
 }
 
 // Code is the machine-readable error code of the outcome.
@@ -54,6 +59,13 @@ type Result struct {
 	AccountStatus string
 	// Required is the scope the request needed, if any.
 	Required Scope
+	// Rate is the state of the rate limit that applied (the key's, or
+	// the account's when that one is tighter or refused the request).
+	// Rate.Limit is 0 when no limit applied.
+	Rate RateState
+	// RetryAfter is the whole seconds (at least 1) after which a
+	// RateLimited or QuotaExceeded request may succeed.
+	RetryAfter int
 }
 
 // Verifier checks credentials of one key format against a store.
@@ -64,6 +76,9 @@ type Verifier struct {
 	// 16 to 256 printable ASCII characters) instead of refusing them as
 	// malformed: for keys imported from another system.
 	AcceptForeign bool
+	// DefaultLimit is the rate limit of keys without their own; nil means
+	// DefaultLimit (100 per second), a zero Limit no limit.
+	DefaultLimit *Limit
 }
 
 // Foreign key bounds for AcceptForeign.
@@ -73,8 +88,10 @@ const (
 )
 
 // Verify runs the checks in order: format, lookup by SHA-256, revoked,
-// expired, account standing, scope. req is checked only if needScope. A
-// non-nil error is a storage failure, not a refusal.
+// expired, account standing, scope, the key's rate limit, the account's
+// rate limit, the key's quota, the account's quota. req is checked only if
+// needScope. A refused request spends no token and counts against no
+// quota. A non-nil error is a storage failure, not a refusal.
 //
 // The SHA-256 is computed for every well-formed credential, known or not, and
 // the lookup is by hash: there is no string comparison of secrets whose
@@ -86,7 +103,8 @@ func (v *Verifier) Verify(cred string, req Scope, needScope bool) (Result, error
 	if v.Format.Check(cred) != nil && !(v.AcceptForeign && foreignShaped(cred)) {
 		return Result{Outcome: MalformedKey}, nil
 	}
-	now := v.Store.now().UnixNano()
+	t := v.Store.now()
+	now := t.UnixNano()
 	e, err := v.Store.lookup(HashKey(cred))
 	if err != nil {
 		return Result{}, err
@@ -105,6 +123,9 @@ func (v *Verifier) Verify(cred string, req Scope, needScope bool) (Result, error
 	}
 	res.Outcome = decide(sn, acct.Status, now, req, needScope)
 	if res.Outcome == OK {
+		res.Outcome = v.limit(sn, t, &res)
+	}
+	if res.Outcome == OK {
 		// Seconds are precise enough for last-used, and skipping the store
 		// within a second keeps hot keys' cache lines clean.
 		if now-e.lastUsed.Load() >= int64(time.Second) {
@@ -112,6 +133,86 @@ func (v *Verifier) Verify(cred string, req Scope, needScope bool) (Result, error
 		}
 	}
 	return res, nil
+}
+
+// limit applies the rate limits, then the quotas. What an earlier check
+// took is given back when a later one refuses.
+func (v *Verifier) limit(sn *snapshot, t time.Time, res *Result) Outcome {
+	kb, ab, ok := v.allow(sn, t, res)
+	if !ok {
+		res.RetryAfter = res.Rate.RetryAfter
+		return RateLimited
+	}
+	end, ok := count(sn, t)
+	if ok {
+		return OK
+	}
+	for _, b := range [2]*bucket{kb, ab} {
+		if b != nil {
+			b.refund(t)
+		}
+	}
+	res.RetryAfter = max(int(math.Ceil(end.Sub(t).Seconds())), 1)
+	return QuotaExceeded
+}
+
+// count counts the request against the key's quota, then the account's.
+// On refusal it returns the end of the refusing quota's period.
+func count(sn *snapshot, t time.Time) (time.Time, bool) {
+	if sn.qc != nil {
+		ok, end := sn.qc.take(sn.quota, t)
+		if !ok {
+			return end, false
+		}
+	}
+	if aq := sn.account.acct.Load().Quota; aq != nil {
+		ok, end := sn.account.quota.take(aq, t)
+		if !ok {
+			if sn.qc != nil {
+				sn.qc.refund(sn.quota, t)
+			}
+			return end, false
+		}
+	}
+	return time.Time{}, true
+}
+
+// allow applies the key's rate limit, then its account's; it records the
+// state in res.Rate and returns the buckets that gave a token. A token the
+// key's bucket gave is returned if the account's refuses.
+func (v *Verifier) allow(sn *snapshot, t time.Time, res *Result) (kb, ab *bucket, ok bool) {
+	lim := sn.limit
+	if lim == nil {
+		lim = v.DefaultLimit
+		if lim == nil {
+			lim = &DefaultLimit
+		}
+	}
+	if !lim.IsZero() {
+		kb = v.Store.limits.get(sn.key.ID, sn.limShard, lim)
+		st, ok := kb.take(lim, t)
+		res.Rate = st
+		if !ok {
+			return nil, nil, false
+		}
+	}
+	al := sn.account.limit.Load()
+	if al == nil {
+		return kb, nil, true
+	}
+	ab = sn.account.bucket(al)
+	st, ok := ab.take(al, t)
+	if !ok {
+		if kb != nil {
+			kb.refund(t)
+		}
+		res.Rate = st
+		return nil, nil, false
+	}
+	if res.Rate.Limit == 0 || st.Remaining < res.Rate.Remaining {
+		res.Rate = st
+	}
+	return kb, ab, true
 }
 
 // decide is the verification decision after the lookup. It does no I/O.
@@ -177,7 +278,14 @@ func (s *Store) lookup(h Hash) (*entry, error) {
 	if acct == nil {
 		return nil, nil
 	}
-	e.snap = newSnapshot(k, acct)
+	var qc *quotaCounter
+	if k.Quota != nil {
+		qc, err = s.quotas.counter(k.ID, func() ([]byte, error) { return s.readQuota(keyQK(k.ID)) })
+		if err != nil {
+			return nil, err
+		}
+	}
+	e.snap = newSnapshot(k, acct, qc)
 	if k.LastUsedAt != nil {
 		e.flushed.Store(k.LastUsedAt.UnixNano())
 		e.lastUsed.Store(k.LastUsedAt.UnixNano())

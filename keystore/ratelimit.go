@@ -1,0 +1,215 @@
+package keystore
+
+import (
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Limit is an effective token-bucket limit: Requests per Window, with a
+// bucket of Burst tokens. The zero Limit is no limit.
+type Limit struct {
+	Requests int
+	Window   time.Duration
+	Burst    int
+}
+
+// DefaultLimit is every key's limit unless configured: 100 requests per
+// second, burst 100.
+var DefaultLimit = Limit{Requests: 100, Window: time.Second, Burst: 100}
+
+// IsZero reports whether the limit is "no limit".
+func (l Limit) IsZero() bool { return l.Requests == 0 }
+
+// Validate checks a limit's fields.
+func (l Limit) Validate() error {
+	if l.IsZero() {
+		return nil
+	}
+	if l.Requests < 1 || l.Window <= 0 || l.Burst < 1 {
+		return fmt.Errorf("a rate limit needs requests >= 1, a positive window and burst >= 1")
+	}
+	return nil
+}
+
+func (l Limit) perSecond() rate.Limit {
+	return rate.Limit(float64(l.Requests) / l.Window.Seconds())
+}
+
+// Effective turns a record's rate_limit into the limit that applies, with
+// def for a nil one. An unlimited record gives the zero Limit.
+func (rl *RateLimit) Effective(def Limit) Limit {
+	switch {
+	case rl == nil:
+		return def
+	case rl.Unlimited:
+		return Limit{}
+	}
+	w, _ := time.ParseDuration(rl.Window) // validated on write
+	b := rl.Burst
+	if b == 0 {
+		b = rl.Requests
+	}
+	return Limit{Requests: rl.Requests, Window: w, Burst: b}
+}
+
+// RateState is what a rate limit check found, for the RateLimit-* headers.
+type RateState struct {
+	// Limit is the bucket size (the most requests that can be made at
+	// once); 0 means no limit applied.
+	Limit int
+	// Remaining is how many requests can be made now.
+	Remaining int
+	// Reset is the whole seconds until the bucket is full again.
+	Reset int
+	// RetryAfter is the whole seconds (at least 1) until the next request
+	// can pass; set when the request was refused.
+	RetryAfter int
+}
+
+// bucket is one key's or account's token bucket.
+type bucket struct {
+	mu    sync.Mutex // serializes changes of the limit
+	state atomic.Pointer[bucketState]
+}
+
+// bucketState is a limiter and the limit it was made for.
+type bucketState struct {
+	lim *rate.Limiter
+	cfg *Limit
+}
+
+func newBucket(l *Limit) *bucket {
+	b := new(bucket)
+	b.state.Store(&bucketState{lim: rate.NewLimiter(l.perSecond(), l.Burst), cfg: l}) // starts full
+	return b
+}
+
+// take spends one token if there is one. If the limit changed since the
+// last request (an admin edit), the bucket adopts it first.
+func (b *bucket) take(l *Limit, now time.Time) (RateState, bool) {
+	bs := b.state.Load()
+	if bs.cfg != l && *bs.cfg != *l {
+		bs = b.adopt(l, now)
+	}
+	ok := bs.lim.AllowN(now, 1)
+	tokens := bs.lim.TokensAt(now)
+	st := RateState{Limit: l.Burst, Remaining: max(int(tokens), 0)}
+	perSec := float64(l.perSecond())
+	st.Reset = int(math.Ceil((float64(l.Burst) - tokens) / perSec))
+	if !ok {
+		st.RetryAfter = max(int(math.Ceil((1-tokens)/perSec)), 1)
+	}
+	return st, ok
+}
+
+// adopt replaces the limiter with one for l that keeps what was consumed:
+// a client that used 5 of 5 and gets a limit of 50 has 45 left, and one
+// that used 10 of 50 and gets a limit of 5 has none.
+func (b *bucket) adopt(l *Limit, now time.Time) *bucketState {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	old := b.state.Load()
+	if *old.cfg == *l {
+		return old
+	}
+	lim := rate.NewLimiter(l.perSecond(), l.Burst)
+	if used := math.Ceil(float64(old.cfg.Burst) - old.lim.TokensAt(now)); used > 0 {
+		lim.ReserveN(now, min(int(used), l.Burst))
+	}
+	bs := &bucketState{lim: lim, cfg: l}
+	b.state.Store(bs)
+	return bs
+}
+
+// refund gives back a token taken by a request that a later check refused.
+func (b *bucket) refund(now time.Time) { b.state.Load().lim.AllowN(now, -1) }
+
+// full reports whether the bucket is full: then it is indistinguishable
+// from a new one and can be dropped.
+func (b *bucket) full(now time.Time) bool {
+	bs := b.state.Load()
+	return bs.lim.TokensAt(now) >= float64(bs.cfg.Burst)
+}
+
+const limiterShards = 64
+
+// limiters holds the key buckets, by key id. Buckets live as long as the
+// store (across reloads); a bucket that has refilled completely is dropped
+// by sweep, which changes nothing (a new bucket starts full), so memory is
+// bounded by the keys active within their refill time.
+type limiters struct {
+	shards [limiterShards]struct {
+		mu sync.RWMutex
+		m  map[string]*bucket
+		_  [32]byte
+	}
+}
+
+func newLimiters() *limiters {
+	ls := new(limiters)
+	for i := range ls.shards {
+		ls.shards[i].m = make(map[string]*bucket)
+	}
+	return ls
+}
+
+func limiterShard(id string) uint8 {
+	// FNV-1a, inline: the id is hashed once per snapshot, not per request.
+	h := uint32(2166136261)
+	for i := 0; i < len(id); i++ {
+		h = (h ^ uint32(id[i])) * 16777619
+	}
+	return uint8(h % limiterShards)
+}
+
+// get returns the key's bucket, creating it (full) if needed.
+func (ls *limiters) get(id string, shard uint8, l *Limit) *bucket {
+	sh := &ls.shards[shard]
+	sh.mu.RLock()
+	b := sh.m[id]
+	sh.mu.RUnlock()
+	if b != nil {
+		return b
+	}
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if b = sh.m[id]; b == nil {
+		b = newBucket(l)
+		sh.m[id] = b
+	}
+	return b
+}
+
+// sweep drops full buckets and returns how many remain.
+func (ls *limiters) sweep(now time.Time) int {
+	n := 0
+	for i := range ls.shards {
+		sh := &ls.shards[i]
+		sh.mu.Lock()
+		for id, b := range sh.m {
+			if b.full(now) {
+				delete(sh.m, id)
+			}
+		}
+		n += len(sh.m)
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+// accountBucket returns the account's bucket, creating it if needed.
+func (st *accountState) bucket(l *Limit) *bucket {
+	if b := st.rate.Load(); b != nil {
+		return b
+	}
+	b := newBucket(l)
+	if st.rate.CompareAndSwap(nil, b) {
+		return b
+	}
+	return st.rate.Load()
+}

@@ -1,0 +1,204 @@
+package keystore
+
+import (
+	"testing"
+	"time"
+)
+
+func TestBucketArithmetic(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	l := &Limit{Requests: 10, Window: time.Second, Burst: 5}
+	b := newBucket(l)
+	for i := range 5 {
+		st, ok := b.take(l, t0)
+		if !ok || st.Limit != 5 || st.Remaining != 4-i {
+			t.Fatalf("take %d: %+v ok=%v", i, st, ok)
+		}
+	}
+	// Empty: refused, retry after 1 token = 100ms -> 1 whole second.
+	st, ok := b.take(l, t0)
+	if ok || st.Remaining != 0 || st.RetryAfter != 1 || st.Reset != 1 {
+		t.Fatalf("empty bucket: %+v ok=%v", st, ok)
+	}
+	// 250ms later: 2.5 tokens.
+	st, ok = b.take(l, t0.Add(250*time.Millisecond))
+	if !ok || st.Remaining != 1 {
+		t.Fatalf("after 250ms: %+v ok=%v", st, ok)
+	}
+	// A slow limit: 1 per minute, burst 1. Retry-After is whole seconds.
+	slow := &Limit{Requests: 1, Window: time.Minute, Burst: 1}
+	b = newBucket(slow)
+	if _, ok := b.take(slow, t0); !ok {
+		t.Fatal("first request of a fresh bucket refused")
+	}
+	st, ok = b.take(slow, t0.Add(15*time.Second))
+	if ok || st.RetryAfter != 45 || st.Reset != 45 {
+		t.Fatalf("slow: %+v ok=%v, want retry after 45s", st, ok)
+	}
+	// The limit changes: the next take adopts it, keeping what was used
+	// (1 of 1, so 99 of 100 are left, and this request takes one).
+	fast := &Limit{Requests: 100, Window: time.Second, Burst: 100}
+	if st, ok = b.take(fast, t0.Add(16*time.Second)); !ok || st.Limit != 100 || st.Remaining != 98 {
+		t.Fatalf("after raising the limit: %+v ok=%v", st, ok)
+	}
+	// Lowered below what was used: nothing left.
+	tiny := &Limit{Requests: 1, Window: time.Hour, Burst: 1}
+	if st, ok = b.take(tiny, t0.Add(16*time.Second)); ok || st.Remaining != 0 {
+		t.Fatalf("after lowering the limit: %+v ok=%v", st, ok)
+	}
+	// Refund gives a token back.
+	b = newBucket(&Limit{Requests: 1, Window: time.Hour, Burst: 1})
+	one := b.state.Load().cfg
+	b.take(one, t0)
+	b.refund(t0)
+	if _, ok := b.take(one, t0); !ok {
+		t.Fatal("refunded token not available")
+	}
+	if b.full(t0) {
+		t.Fatal("empty bucket reported full")
+	}
+	if !b.full(t0.Add(2 * time.Hour)) {
+		t.Fatal("refilled bucket not full")
+	}
+}
+
+func TestRateLimitEffective(t *testing.T) {
+	def := Limit{Requests: 100, Window: time.Second, Burst: 100}
+	for i, tc := range []struct {
+		rl   *RateLimit
+		want Limit
+	}{
+		{nil, def},
+		{&RateLimit{Unlimited: true}, Limit{}},
+		{&RateLimit{Requests: 5, Window: "1m"}, Limit{Requests: 5, Window: time.Minute, Burst: 5}},
+		{&RateLimit{Requests: 5, Window: "1m", Burst: 20}, Limit{Requests: 5, Window: time.Minute, Burst: 20}},
+	} {
+		if got := tc.rl.Effective(def); got != tc.want {
+			t.Errorf("test %d: %+v, want %+v", i, got, tc.want)
+		}
+	}
+}
+
+// TestVerifyRateLimits covers the per-key default, a key's own limit, an
+// exempt key, the account-wide limit shared by several keys, and that a
+// refused request (scope, account limit) spends nothing.
+func TestVerifyRateLimits(t *testing.T) {
+	clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	s, err := Open(Options{Dir: t.TempDir(), Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	f := DefaultFormat()
+	v := &Verifier{Store: s, Format: f, DefaultLimit: &Limit{Requests: 3, Window: time.Second, Burst: 3}}
+	mk := func(acct string, rl *RateLimit) string {
+		_, plain, err := s.CreateKey(NewKey{Name: "k", Account: acct, Scopes: []string{"a:read"}, RateLimit: rl}, f, "admin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return plain
+	}
+	passes := func(key string, n int, req Scope, need bool) (int, Result) {
+		ok := 0
+		var last Result
+		for range n {
+			res, err := v.Verify(key, req, need)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Outcome == OK {
+				ok++
+			}
+			last = res
+		}
+		return ok, last
+	}
+
+	def := mk("default", nil)
+	if n, last := passes(def, 10, Scope{}, false); n != 3 || last.Outcome != RateLimited || last.Rate.RetryAfter != 1 {
+		t.Errorf("default limit: %d passed, last %s %+v", n, last.Outcome.Code(), last.Rate)
+	}
+	own := mk("default", &RateLimit{Requests: 5, Window: "1m"})
+	if n, _ := passes(own, 10, Scope{}, false); n != 5 {
+		t.Errorf("own limit: %d passed, want 5", n)
+	}
+	free := mk("default", &RateLimit{Unlimited: true})
+	if n, last := passes(free, 1000, Scope{}, false); n != 1000 || last.Rate.Limit != 0 {
+		t.Errorf("unlimited: %d passed, rate %+v", n, last.Rate)
+	}
+
+	// Refused for scope: no token spent.
+	scoped := mk("default", nil)
+	if n, _ := passes(scoped, 10, Scope{Resource: "b", Access: AccessRead}, true); n != 0 {
+		t.Fatalf("scope refusals passed %d", n)
+	}
+	if n, _ := passes(scoped, 10, Scope{}, false); n != 3 {
+		t.Errorf("after scope refusals: %d passed, want the full 3", n)
+	}
+
+	// Account-wide: 4 per second across its keys.
+	if _, err := s.CreateAccount(Account{ID: "acme", RateLimit: &RateLimit{Requests: 4, Window: "1s"}}); err != nil {
+		t.Fatal(err)
+	}
+	k1, k2, k3 := mk("acme", nil), mk("acme", nil), mk("acme", &RateLimit{Unlimited: true})
+	total := 0
+	for _, k := range []string{k1, k2, k3, k1, k2, k3} {
+		n, _ := passes(k, 2, Scope{}, false)
+		total += n
+	}
+	if total != 4 {
+		t.Errorf("account-wide: %d passed across 3 keys, want 4", total)
+	}
+	// The account refused k1 and k2 after they had tokens left: refunded,
+	// so once the account refills they get their own full share.
+	clock.Add(time.Second)
+	if _, err := s.UpdateAccount("acme", AccountPatch{ClearRateLimit: true}); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := passes(k1, 10, Scope{}, false); n != 3 {
+		t.Errorf("k1 after the account limit was removed: %d passed, want 3", n)
+	}
+
+	// An admin change of a key's limit applies to the next request.
+	id := mustKeyID(t, s, own)
+	if _, err := s.UpdateKey(id, KeyPatch{RateLimit: &RateLimit{Requests: 50, Window: "1m"}}, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	if n, last := passes(own, 1, Scope{}, false); n != 1 || last.Rate.Limit != 50 {
+		t.Errorf("after raising the key's limit: %d passed, rate %+v", n, last.Rate)
+	}
+
+	// Idle buckets are dropped once full, and only then.
+	if left := s.limits.sweep(clock.Now()); left == 0 {
+		t.Error("sweep dropped buckets that are not full")
+	}
+	clock.Add(time.Hour)
+	if left := s.limits.sweep(clock.Now()); left != 0 {
+		t.Errorf("sweep kept %d full buckets", left)
+	}
+}
+
+func mustKeyID(t *testing.T, s *Store, plain string) string {
+	t.Helper()
+	e, err := s.lookup(HashKey(plain))
+	if err != nil || e == nil {
+		t.Fatalf("lookup: %v", err)
+	}
+	return e.snap.key.ID
+}
+
+func TestVerifyLimitedDoesNotAllocate(t *testing.T) {
+	s := openTestStore(t)
+	f := DefaultFormat()
+	_, plain, err := s.CreateKey(NewKey{Name: "k", Scopes: []string{"a:read"}}, f, "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := &Verifier{Store: s, Format: f, DefaultLimit: &Limit{Requests: 1 << 30, Window: time.Second, Burst: 1 << 30}}
+	if res, _ := v.Verify(plain, Scope{}, false); res.Outcome != OK {
+		t.Fatal(res.Outcome.Code())
+	}
+	if n := testing.AllocsPerRun(1000, func() { v.Verify(plain, Scope{}, false) }); n != 0 {
+		t.Errorf("Verify with a rate limit allocates %.1f times", n)
+	}
+}
