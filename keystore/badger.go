@@ -36,8 +36,8 @@ func keyK(id string) []byte          { return []byte(pfxKey + id) }
 func keyA(id string) []byte          { return []byte(pfxAccount + id) }
 func keyAK(acct, id string) []byte   { return []byte(pfxAcctKey + acct + "/" + id) }
 func keyE(id, eventID string) []byte { return []byte(pfxEvent + id + "/" + eventID) }
-func keyQK(id string) []byte          { return []byte(pfxQuotaKey + id) }
-func keyQA(id string) []byte          { return []byte(pfxQuotaAcc + id) }
+func keyQK(id string) []byte         { return []byte(pfxQuotaKey + id) }
+func keyQA(id string) []byte         { return []byte(pfxQuotaAcc + id) }
 func keyH(h Hash) []byte {
 	b := make([]byte, len(pfxHash)+len(h))
 	copy(b, pfxHash)
