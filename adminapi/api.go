@@ -55,19 +55,24 @@ type Options struct {
 	Format keystore.Format
 	// Logger receives internal errors; nil means no logging.
 	Logger *zap.Logger
+	// AcceptForeign allows importing plaintext keys that do not match
+	// Format (the apikey app's accept_foreign_keys): without it they would
+	// be stored but refused as malformed_key on every request.
+	AcceptForeign bool
 }
 
 // API is the admin API. It is safe for concurrent use.
 type API struct {
-	store  *keystore.Store
-	format keystore.Format
-	log    *zap.Logger
-	mux    *http.ServeMux
+	store         *keystore.Store
+	format        keystore.Format
+	log           *zap.Logger
+	mux           *http.ServeMux
+	acceptForeign bool
 }
 
 // New returns the API over opts.Store.
 func New(opts Options) *API {
-	a := &API{store: opts.Store, format: opts.Format, log: opts.Logger}
+	a := &API{store: opts.Store, format: opts.Format, log: opts.Logger, acceptForeign: opts.AcceptForeign}
 	if a.format == (keystore.Format{}) {
 		a.format = keystore.DefaultFormat()
 	}

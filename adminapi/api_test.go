@@ -182,7 +182,7 @@ func TestDefaultFormat(t *testing.T) {
 func TestNoSecretsInLogs(t *testing.T) {
 	core, logs := observer.New(zap.DebugLevel)
 	e := newEnv(t)
-	e.api = New(Options{Store: e.store, Format: e.fmt, Logger: zap.New(core)})
+	e.api = New(Options{Store: e.store, Format: e.fmt, Logger: zap.New(core), AcceptForeign: true})
 	m := e.createKey(map[string]any{"name": "k", "scopes": []string{"a:read"}})
 	r := e.mustDo(op, req{method: "POST", path: "/keys/" + m["id"].(string) + "/regenerate"}, http.StatusOK)
 	foreign := "sk_live_secret_0123456789"

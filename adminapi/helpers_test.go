@@ -53,7 +53,7 @@ func newEnv(t testing.TB) *env {
 	}
 	t.Cleanup(func() { s.Close() })
 	f := keystore.DefaultFormat()
-	return &env{t: t, store: s, api: New(Options{Store: s, Format: f}), clock: clk, fmt: f}
+	return &env{t: t, store: s, api: New(Options{Store: s, Format: f, AcceptForeign: true}), clock: clk, fmt: f}
 }
 
 // resp is a recorded answer.

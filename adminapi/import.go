@@ -26,6 +26,7 @@ type importEntry struct {
 	ExpiresAt *string             `json:"expires_at"`
 	Type      string              `json:"type"`
 	RateLimit *keystore.RateLimit `json:"rate_limit"`
+	Quota     *keystore.Quota     `json:"quota"`
 	Metadata  map[string]string   `json:"metadata"`
 }
 
@@ -39,6 +40,7 @@ func (e *importEntry) fields() *keyFields {
 		ExpiresAt: e.ExpiresAt,
 		Type:      e.Type,
 		RateLimit: e.RateLimit,
+		Quota:     e.Quota,
 		Metadata:  e.Metadata,
 	}
 }
@@ -58,9 +60,13 @@ func (a *API) importKeys(w http.ResponseWriter, r *http.Request, c Caller) error
 	in := make([]keystore.ImportKey, len(entries))
 	for i := range entries {
 		e := &entries[i]
-		nk, err := e.fields().newKey("keys[" + strconv.Itoa(i) + "]")
+		at := "keys[" + strconv.Itoa(i) + "]"
+		nk, err := e.fields().newKey(at)
 		if err != nil {
 			return err
+		}
+		if e.Key != "" && !a.acceptForeign && a.format.Check(e.Key) != nil {
+			return invalidRequest(at+".key", "%s: the key is not in this server's key format (prefix %s, %d characters); to import keys of another format, enable accept_foreign_keys", at, a.format.Prefix, a.format.KeyLen())
 		}
 		in[i] = keystore.ImportKey{Key: e.Key, SHA256: e.SHA256, NewKey: nk}
 	}

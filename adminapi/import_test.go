@@ -229,3 +229,27 @@ func TestImportLimits(t *testing.T) {
 	}
 	e.mustDo(op, req{method: "POST", path: "/keys/import", body: "[" + strings.Join(parts, ",") + "]"}, http.StatusCreated)
 }
+
+// TestImportForeignNeedsAcceptForeign: without accept_foreign_keys, a
+// plaintext key of another format would be stored but refused on every
+// request, so the import refuses it, naming the entry; keys of the
+// configured format and hashes are imported.
+func TestImportForeignNeedsAcceptForeign(t *testing.T) {
+	e := newEnv(t)
+	e.api = New(Options{Store: e.store, Format: e.fmt})
+	native, _ := e.fmt.Generate()
+	before := e.snapshot()
+	r := e.do(op, req{method: "POST", path: "/keys/import", body: `[
+		{"key": "` + native + `", "name": "native", "scopes": ["a:read"]},
+		{"key": "legacy-0123456789abcdefghij", "name": "foreign", "scopes": ["a:read"]}]`})
+	errorIs(t, r, http.StatusBadRequest, "invalid_request", "keys[1].key")
+	if e.snapshot() != before {
+		t.Error("a refused import changed the store")
+	}
+	e.mustDo(op, req{method: "POST", path: "/keys/import", body: `[
+		{"key": "` + native + `", "name": "native", "scopes": ["a:read"]},
+		{"sha256": "` + strings.Repeat("ab", 32) + `", "name": "by hash", "scopes": ["a:read"]}]`}, http.StatusCreated)
+	if got := e.verify(native); got != "ok" {
+		t.Errorf("imported native key: %s", got)
+	}
+}

@@ -150,7 +150,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.store = val.(storeHandle).Store
-	a.api = adminapi.New(adminapi.Options{Store: a.store, Format: a.format, Logger: a.logger.Named("admin")})
+	a.api = adminapi.New(adminapi.Options{Store: a.store, Format: a.format, Logger: a.logger.Named("admin"), AcceptForeign: a.AcceptForeignKeys})
 	a.logger.Info("key store ready", zap.String("storage", abs), zap.Bool("shared", loaded))
 	return nil
 }

@@ -3,6 +3,7 @@ package keystore
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 )
@@ -135,6 +136,9 @@ func (s *Store) UpdateAccount(id string, p AccountPatch) (*Account, error) {
 	if err := validateAccount(&a); err != nil {
 		return nil, err
 	}
+	if accountsEqual(&a, st.acct.Load()) {
+		return st.acct.Load(), nil // nothing changed: no write
+	}
 	a.UpdatedAt = s.now().UTC()
 	if err := s.update(func(t txn) error { return t.putJSON(keyA(id), &a) }); err != nil {
 		return nil, err
@@ -173,4 +177,9 @@ func (s *Store) DeleteAccount(id string) error {
 	delete(s.accounts, id)
 	s.acctIndex.Delete(id)
 	return nil
+}
+
+func accountsEqual(a, b *Account) bool {
+	return a.Name == b.Name && a.Status == b.Status &&
+		reflect.DeepEqual(a.RateLimit, b.RateLimit) && reflect.DeepEqual(a.Quota, b.Quota)
 }
