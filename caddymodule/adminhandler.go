@@ -107,17 +107,10 @@ func (h *AdminHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	for d.NextBlock(0) {
 		switch d.Val() {
-		case "header":
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			h.Header = d.Val()
-		case "bearer":
-			on, err := onOffArg(d)
-			if err != nil {
+		case "header", "bearer":
+			if err := keySourceOption(d, &h.Header, &h.Bearer); err != nil {
 				return err
 			}
-			h.Bearer = &on
 		default:
 			return d.Errf("unrecognized apikey_admin subdirective: %s", d.Val())
 		}

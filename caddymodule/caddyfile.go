@@ -166,17 +166,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Err("the required scope is already set")
 			}
 			h.Require = d.Val()
-		case "header":
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			h.Header = d.Val()
-		case "bearer":
-			on, err := onOffArg(d)
-			if err != nil {
+		case "header", "bearer":
+			if err := keySourceOption(d, &h.Header, &h.Bearer); err != nil {
 				return err
 			}
-			h.Bearer = &on
 		case "forward_key":
 			h.ForwardKey = true
 		default:
@@ -212,6 +205,24 @@ func rateLimitArgs(d *caddyfile.Dispenser) (*keystore.RateLimit, error) {
 		return nil, d.Errf("%v", err)
 	}
 	return rl, nil
+}
+
+// keySourceOption parses the subdirectives that say where the key is sent,
+// shared by apikey and apikey_admin: header <name> and bearer on|off.
+func keySourceOption(d *caddyfile.Dispenser, header *string, bearer **bool) error {
+	if d.Val() == "bearer" {
+		on, err := onOffArg(d)
+		if err != nil {
+			return err
+		}
+		*bearer = &on
+		return nil
+	}
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	*header = d.Val()
+	return nil
 }
 
 func intArg(d *caddyfile.Dispenser) (int, error) {

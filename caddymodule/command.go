@@ -378,7 +378,7 @@ func (c *cli) printNewKey(raw []byte, verb, note string) error {
 	if err := cliDecode(raw, &k, "the request"); err != nil {
 		return err
 	}
-	if k.Key == "" {
+	if k.Plain == "" {
 		return errors.New("the admin endpoint's answer has no key")
 	}
 	if err := cliRenderNewKey(c.out, verb, &k); err != nil {

@@ -19,24 +19,16 @@ import (
 // flag values and rendering of the admin API's records. They take the
 // current time as an argument so that they can be tested.
 
-// cliKey is a key record as the admin API returns it.
+// cliKey is a key record as the admin API returns it: the store's record
+// with the fields the API adds.
 type cliKey struct {
-	ID         string              `json:"id"`
-	Name       string              `json:"name"`
-	Account    string              `json:"account"`
-	Type       string              `json:"type"`
-	Scopes     []string            `json:"scopes"`
-	Hint       string              `json:"hint"`
-	Status     string              `json:"status"`
-	CreatedAt  time.Time           `json:"created_at"`
-	UpdatedAt  time.Time           `json:"updated_at"`
-	ExpiresAt  *time.Time          `json:"expires_at"`
-	LastUsedAt *time.Time          `json:"last_used_at"`
-	RevokedAt  *time.Time          `json:"revoked_at"`
-	RateLimit  *keystore.RateLimit `json:"rate_limit"`
-	Metadata   map[string]string   `json:"metadata"`
-	// Key is the plaintext, only in the answer to create and regenerate.
-	Key string `json:"key"`
+	keystore.Key
+	Status        string     `json:"status"`
+	QuotaUsed     *int64     `json:"quota_used"`
+	QuotaResetsAt *time.Time `json:"quota_resets_at"`
+	// Plain is the plaintext key, only in the answer to create and
+	// regenerate.
+	Plain string `json:"key"`
 }
 
 // status is the record's status, derived as the store does when the API
@@ -45,13 +37,7 @@ func (k *cliKey) status(now time.Time) string {
 	if k.Status != "" {
 		return k.Status
 	}
-	switch {
-	case k.RevokedAt != nil:
-		return keystore.StatusRevoked
-	case k.ExpiresAt != nil && !now.Before(*k.ExpiresAt):
-		return keystore.StatusExpired
-	}
-	return keystore.StatusActive
+	return k.Key.Status(now)
 }
 
 // cliAccount is an account record as the admin API returns it.
@@ -241,7 +227,7 @@ func cliRenderKey(w io.Writer, k *cliKey, now time.Time) error {
 // cliRenderNewKey writes the answer to create or regenerate: the one time the
 // plaintext key is shown.
 func cliRenderNewKey(w io.Writer, verb string, k *cliKey) error {
-	_, err := fmt.Fprintf(w, "%s key %s (%s)\n\n  %s\n\nStore it now: it is not shown again.\n", verb, k.ID, k.Name, k.Key)
+	_, err := fmt.Fprintf(w, "%s key %s (%s)\n\n  %s\n\nStore it now: it is not shown again.\n", verb, k.ID, k.Name, k.Plain)
 	return err
 }
 

@@ -100,17 +100,18 @@ func TestCommandRenderKeyTable(t *testing.T) {
 	now := cliTestNow
 	keys := []cliKey{
 		{
-			ID: "k1", Name: "CRM sync", Hint: "ak_…Xy12", Scopes: []string{"contacts:read", "contacts:write"},
-			Status: "active", LastUsedAt: cliTimePtr(now.Add(-3 * time.Minute)),
-			Key: "ak_secretsecretsecret",
+			Key: keystore.Key{ID: "k1", Name: "CRM sync", Hint: "ak_…Xy12", Scopes: []string{"contacts:read", "contacts:write"},
+				LastUsedAt: cliTimePtr(now.Add(-3 * time.Minute))},
+			Status: "active",
+			Plain:  "ak_secretsecretsecret",
 		},
 		{
 			// No status from the API: derived from revoked_at.
-			ID: "k2", Name: strings.Repeat("n", 50), Hint: "ak_…Ab34", Scopes: []string{"*:read"},
-			RevokedAt: cliTimePtr(now.Add(-time.Hour)), LastUsedAt: cliTimePtr(now.Add(-40 * 24 * time.Hour)),
+			Key: keystore.Key{ID: "k2", Name: strings.Repeat("n", 50), Hint: "ak_…Ab34", Scopes: []string{"*:read"},
+				RevokedAt: cliTimePtr(now.Add(-time.Hour)), LastUsedAt: cliTimePtr(now.Add(-40 * 24 * time.Hour))},
 		},
 		{
-			ID: "k3", Name: "expired", Scopes: nil, ExpiresAt: cliTimePtr(now.Add(-time.Second)),
+			Key: keystore.Key{ID: "k3", Name: "expired", Scopes: nil, ExpiresAt: cliTimePtr(now.Add(-time.Second))},
 		},
 	}
 	var buf bytes.Buffer
@@ -138,13 +139,15 @@ func TestCommandRenderKeyTable(t *testing.T) {
 func TestCommandRenderKey(t *testing.T) {
 	now := cliTestNow
 	k := cliKey{
-		ID: "k1", Name: "CRM sync", Account: "acme", Type: "api", Hint: "ak_…Xy12",
-		Scopes:    []string{"contacts:read", "billing:write"},
-		CreatedAt: now.Add(-49 * time.Hour), UpdatedAt: now.Add(-2 * time.Hour),
-		ExpiresAt: cliTimePtr(now.Add(72 * time.Hour)),
-		RateLimit: &keystore.RateLimit{Requests: 100, Window: "1m", Burst: 20},
-		Metadata:  map[string]string{"team": "growth", "env": "prod"},
-		Key:       "ak_secretsecretsecret",
+		Key: keystore.Key{
+			ID: "k1", Name: "CRM sync", Account: "acme", Type: "api", Hint: "ak_…Xy12",
+			Scopes:    []string{"contacts:read", "billing:write"},
+			CreatedAt: now.Add(-49 * time.Hour), UpdatedAt: now.Add(-2 * time.Hour),
+			ExpiresAt: cliTimePtr(now.Add(72 * time.Hour)),
+			RateLimit: &keystore.RateLimit{Requests: 100, Window: "1m", Burst: 20},
+			Metadata:  map[string]string{"team": "growth", "env": "prod"},
+		},
+		Plain: "ak_secretsecretsecret",
 	}
 	var buf bytes.Buffer
 	if err := cliRenderKey(&buf, &k, now); err != nil {

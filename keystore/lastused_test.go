@@ -1,35 +1,16 @@
 package keystore
 
 import (
-	"sync"
 	"testing"
 	"time"
 )
-
-// fakeClock is a settable clock for tests.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // TestLastUsedBatching shows that verification never writes to Badger:
 // last-used times are kept in memory, shown at once, and written by one
 // flush transaction, which survives a reopen.
 func TestLastUsedBatching(t *testing.T) {
 	dir := t.TempDir()
-	clock := &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+	clock := &testClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
 	s, err := Open(Options{Dir: dir, Now: clock.Now, LastUsedFlush: time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -48,7 +29,7 @@ func TestLastUsedBatching(t *testing.T) {
 
 	before := s.Commits()
 	for i := 0; i < 1000; i++ {
-		clock.Add(time.Second)
+		clock.Advance(time.Second)
 		res, err := v.Verify(plains[i%len(plains)], Scope{}, false)
 		if err != nil || res.Outcome != OK {
 			t.Fatalf("verify %d: %v %v", i, res.Outcome.Code(), err)
@@ -133,7 +114,7 @@ func TestLastUsedFlushedOnClose(t *testing.T) {
 }
 
 func TestPurgeRevoked(t *testing.T) {
-	clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := &testClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	s, err := Open(Options{Dir: t.TempDir(), Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
@@ -156,11 +137,11 @@ func TestPurgeRevoked(t *testing.T) {
 	if _, err := s.ActivateKey(reactivated.ID, "admin"); err != nil {
 		t.Fatal(err)
 	}
-	clock.Add(31 * 24 * time.Hour)
+	clock.Advance(31 * 24 * time.Hour)
 	if _, err := s.RevokeKey(recent.ID, "admin"); err != nil {
 		t.Fatal(err)
 	}
-	clock.Add(time.Hour)
+	clock.Advance(time.Hour)
 
 	n, ran, err := s.PurgeRevokedIfDue(720*time.Hour, time.Hour)
 	if err != nil || !ran || n != 1 {
@@ -181,7 +162,7 @@ func TestPurgeRevoked(t *testing.T) {
 	if _, ran, _ := s.PurgeRevokedIfDue(720*time.Hour, time.Hour); ran {
 		t.Error("purge ran again within its interval")
 	}
-	clock.Add(31 * 24 * time.Hour)
+	clock.Advance(31 * 24 * time.Hour)
 	n, ran, err = s.PurgeRevokedIfDue(720*time.Hour, time.Hour)
 	if err != nil || !ran || n != 1 {
 		t.Fatalf("second purge: n=%d ran=%v err=%v, want 1 (the recent one)", n, ran, err)

@@ -47,7 +47,7 @@ func TestQuotaValidate(t *testing.T) {
 // restart, and refusals that do not count.
 func TestQuotas(t *testing.T) {
 	dir := t.TempDir()
-	clock := &fakeClock{t: time.Date(2026, 1, 31, 23, 0, 0, 0, time.UTC)}
+	clock := &testClock{t: time.Date(2026, 1, 31, 23, 0, 0, 0, time.UTC)}
 	s, err := Open(Options{Dir: dir, Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
@@ -97,7 +97,7 @@ func TestQuotas(t *testing.T) {
 	}
 
 	// The next day resets it.
-	clock.Add(time.Hour)
+	clock.Advance(time.Hour)
 	if res := try(plain, Scope{}, false); res.Outcome != OK {
 		t.Fatalf("next day: %s", res.Outcome.Code())
 	}

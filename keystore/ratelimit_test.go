@@ -83,7 +83,7 @@ func TestRateLimitEffective(t *testing.T) {
 // exempt key, the account-wide limit shared by several keys, and that a
 // refused request (scope, account limit) spends nothing.
 func TestVerifyRateLimits(t *testing.T) {
-	clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := &testClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	s, err := Open(Options{Dir: t.TempDir(), Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
@@ -151,7 +151,7 @@ func TestVerifyRateLimits(t *testing.T) {
 	}
 	// The account refused k1 and k2 after they had tokens left: refunded,
 	// so once the account refills they get their own full share.
-	clock.Add(time.Second)
+	clock.Advance(time.Second)
 	if _, err := s.UpdateAccount("acme", AccountPatch{ClearRateLimit: true}); err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +172,7 @@ func TestVerifyRateLimits(t *testing.T) {
 	if left := s.limits.sweep(clock.Now()); left == 0 {
 		t.Error("sweep dropped buckets that are not full")
 	}
-	clock.Add(time.Hour)
+	clock.Advance(time.Hour)
 	if left := s.limits.sweep(clock.Now()); left != 0 {
 		t.Errorf("sweep kept %d full buckets", left)
 	}
