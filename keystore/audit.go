@@ -31,8 +31,11 @@ type Event struct {
 }
 
 func (t txn) putEvent(keyID string, ev Event) error {
-	return t.putJSON(keyE(keyID, uuid.Must(uuid.NewV7()).String()), ev)
+	return t.putJSON(keyE(keyID, newEventID()), ev)
 }
+
+// newEventID orders a key's events by time (UUIDv7).
+func newEventID() string { return uuid.Must(uuid.NewV7()).String() }
 
 // Audit returns a key's events, newest first.
 func (s *Store) Audit(id string) ([]Event, error) {

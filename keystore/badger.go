@@ -256,6 +256,22 @@ func (s *Store) update(fn func(t txn) error) error {
 	}
 }
 
+// bulk writes many entries with Badger's WriteBatch (pipelined, without a
+// transaction per entry) and syncs them to disk before it returns. It is
+// not atomic: after a crash, a prefix of the entries may be stored.
+func (s *Store) bulk(fn func(set func(key, val []byte) error) error) error {
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	if err := fn(wb.Set); err != nil {
+		return err
+	}
+	if err := wb.Flush(); err != nil {
+		return err
+	}
+	s.commits.Add(1)
+	return s.db.Sync()
+}
+
 func (s *Store) runGC() {
 	// RunValueLogGC rewrites at most one file per call; loop until there is
 	// nothing worth rewriting.

@@ -18,11 +18,6 @@ type ImportKey struct {
 // MaxImport is the largest number of keys one import takes.
 const MaxImport = 100_000
 
-// importChunk is how many keys go in one Badger transaction: Badger bounds
-// a transaction's size, so a large import is written in several (and a
-// chunk that is still too big is split again).
-const importChunk = 1000
-
 // ImportKeys stores existing keys. Every entry is validated before anything
 // is written: one invalid entry (bad fields, neither or both of key and
 // sha256, a hash already in the store or twice in the batch) refuses the
@@ -31,13 +26,13 @@ const importChunk = 1000
 // dropped; the hint shows its first and last 4 characters, or is "…"
 // when only the hash is known.
 //
-// The batch is written in chunks, each durable before the next; the call
-// returns after the last. A crash in the middle leaves the chunks already
-// written; importing the same batch again then fails on their hashes, so
-// an interrupted import is finished by importing the entries not yet
-// stored (GET /keys shows them). The same holds if a key with one of the
-// batch's hashes is created while the import runs: the chunk holding it
-// fails with ErrConflict, and the chunks before it stay written.
+// A valid batch is written with Badger's bulk writer and synced to disk
+// before the call returns. Imports run one at a time, and keys created
+// meanwhile get fresh random strings, so no hash checked here can appear
+// before the write. The write is not atomic on disk: a crash in the middle
+// leaves some of the batch stored; importing the same batch again then
+// fails on their hashes, so an interrupted import is finished by
+// importing the entries not yet stored (GET /keys shows them).
 func (s *Store) ImportKeys(in []ImportKey, f Format, actor string) ([]*Key, error) {
 	if len(in) == 0 {
 		return nil, invalid("keys", "the import must contain at least one key")
@@ -66,15 +61,17 @@ func (s *Store) ImportKeys(in []ImportKey, f Format, actor string) ([]*Key, erro
 		seen[k.Hash] = i
 		keys[i] = k
 	}
+
+	s.importMu.Lock()
+	defer s.importMu.Unlock()
+	// Accounts cannot be deleted while the import holds this lock.
 	s.acctMu.RLock()
+	defer s.acctMu.RUnlock()
 	for i, k := range keys {
 		if _, ok := s.accounts[k.Account]; !ok {
-			s.acctMu.RUnlock()
 			return nil, invalid(fmt.Sprintf("keys[%d].account", i), "keys[%d]: account %q does not exist", i, k.Account)
 		}
 	}
-	s.acctMu.RUnlock()
-	// Check every hash against the store before writing any.
 	err := s.view(func(t txn) error {
 		for i, k := range keys {
 			if _, err := t.idForHash(k.Hash); err == nil {
@@ -88,31 +85,25 @@ func (s *Store) ImportKeys(in []ImportKey, f Format, actor string) ([]*Key, erro
 	if err != nil {
 		return nil, err
 	}
-	for start := 0; start < len(keys); start += importChunk {
-		chunk := keys[start:min(start+importChunk, len(keys))]
-		if err := s.insertChunk(chunk, actor); err != nil {
-			return nil, err
+	err = s.bulk(func(set func(key, val []byte) error) error {
+		for _, k := range keys {
+			if err := writeNewKey(set, k, ActionCreated, actor); err != nil {
+				return err
+			}
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	hashes := make([]Hash, len(keys))
 	out := make([]*Key, len(keys))
 	for i, k := range keys {
+		hashes[i] = k.Hash
 		out[i] = k.clone()
 	}
+	s.cache.invalidate(hashes...)
 	return out, nil
-}
-
-// insertChunk inserts keys, halving the chunk while Badger finds the
-// transaction too big.
-func (s *Store) insertChunk(keys []*Key, actor string) error {
-	err := s.insertKeys(keys, ActionCreated, actor)
-	if !isTxnTooBig(err) || len(keys) == 1 {
-		return err
-	}
-	half := len(keys) / 2
-	if err := s.insertChunk(keys[:half], actor); err != nil {
-		return err
-	}
-	return s.insertChunk(keys[half:], actor)
 }
 
 func importedKey(ik *ImportKey, f Format, now time.Time) (*Key, error) {

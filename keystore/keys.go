@@ -1,6 +1,7 @@
 package keystore
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -122,7 +123,7 @@ func (s *Store) insertKeys(keys []*Key, action, actor string) error {
 			} else if !errors.Is(err, ErrNotFound) {
 				return err
 			}
-			if err := s.writeNewKey(t, k, action, actor); err != nil {
+			if err := writeNewKey(t.set, k, action, actor); err != nil {
 				return err
 			}
 		}
@@ -137,17 +138,27 @@ func (s *Store) insertKeys(keys []*Key, action, actor string) error {
 	return nil
 }
 
-func (s *Store) writeNewKey(t txn, k *Key, action, actor string) error {
-	if err := t.putKey(k); err != nil {
+// writeNewKey writes a new key's entries (record, hash index, account
+// index, created event) with set: a transaction's or the bulk writer's.
+func writeNewKey(set func(key, val []byte) error, k *Key, action, actor string) error {
+	rec, err := encodeKey(k)
+	if err != nil {
 		return err
 	}
-	if err := t.set(keyH(k.Hash), []byte(k.ID)); err != nil {
+	ev, err := json.Marshal(Event{At: k.CreatedAt, Action: action, Actor: actor, Changes: created(k)})
+	if err != nil {
 		return err
 	}
-	if err := t.set(keyAK(k.Account, k.ID), nil); err != nil {
+	if err := set(keyK(k.ID), rec); err != nil {
 		return err
 	}
-	return t.putEvent(k.ID, Event{At: k.CreatedAt, Action: action, Actor: actor, Changes: created(k)})
+	if err := set(keyH(k.Hash), []byte(k.ID)); err != nil {
+		return err
+	}
+	if err := set(keyAK(k.Account, k.ID), []byte{}); err != nil {
+		return err
+	}
+	return set(keyE(k.ID, newEventID()), ev)
 }
 
 // Key returns a key's record, with its in-memory last-used time.

@@ -73,6 +73,10 @@ type Store struct {
 	// commits counts the write transactions committed to Badger.
 	commits atomic.Uint64
 
+	// importMu serializes imports: their hashes are checked before the
+	// bulk write, which has no conflict detection.
+	importMu sync.Mutex
+
 	// lastPurge is when the last purge sweep started (unix nanos).
 	lastPurge atomic.Int64
 
