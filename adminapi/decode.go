@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // readBody reads a request body of at most limit bytes: a larger one is a
@@ -43,6 +44,11 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 				Message: "the request body must be JSON, sent with Content-Type: application/json",
 			}
 		}
+	}
+	// JSON is UTF-8 (RFC 8259); encoding/json would silently replace
+	// invalid bytes with U+FFFD and store a name nobody sent.
+	if !utf8.Valid(b) {
+		return nil, invalidRequest("", "the request body is not valid UTF-8")
 	}
 	return b, nil
 }

@@ -1,9 +1,11 @@
 package keystore
 
 import (
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // snapshot is an immutable view of a key prepared for verification: the
@@ -33,7 +35,7 @@ func newSnapshot(k *Key, acct *accountState, qc *quotaCounter) *snapshot {
 	}
 	sn.scopeHeader = strings.Join(k.Scopes, " ")
 	if k.ExpiresAt != nil {
-		sn.expires = k.ExpiresAt.UnixNano()
+		sn.expires = unixNano(*k.ExpiresAt)
 	}
 	if k.RateLimit != nil {
 		l := k.RateLimit.Effective(Limit{})
@@ -42,6 +44,23 @@ func newSnapshot(k *Key, acct *accountState, qc *quotaCounter) *snapshot {
 	sn.limShard = limiterShard(k.ID)
 	return sn
 }
+
+// unixNano is t.UnixNano, saturated to the int64 range: UnixNano is
+// undefined after 2262, and an expiry in 2300 must not wrap into the past.
+func unixNano(t time.Time) int64 {
+	switch {
+	case t.After(maxUnixNano):
+		return math.MaxInt64
+	case t.Before(minUnixNano):
+		return math.MinInt64
+	}
+	return t.UnixNano()
+}
+
+var (
+	maxUnixNano = time.Unix(0, math.MaxInt64)
+	minUnixNano = time.Unix(0, math.MinInt64)
+)
 
 // entry is what the cache holds for one hash.
 type entry struct {

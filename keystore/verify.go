@@ -270,7 +270,7 @@ func (s *Store) lookup(h Hash) (*entry, error) {
 	switch {
 	case k.Hash == h:
 	case k.PrevHash != nil && *k.PrevHash == h:
-		e.until = k.PrevUntil.UnixNano()
+		e.until = unixNano(k.PrevUntil)
 	default:
 		return nil, nil // a stale index entry
 	}
