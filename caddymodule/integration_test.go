@@ -138,6 +138,10 @@ http://localhost:9080 {
 	handle_path /manage/* {
 		apikey_admin
 	}
+	handle /whoami {
+		apikey
+		respond "{http.auth.user.id}|{http.auth.user.name}|{http.auth.user.account}|{http.auth.user.type}|{http.auth.user.scopes}"
+	}
 	handle {
 		apikey
 		reverse_proxy %[4]s
@@ -418,6 +422,18 @@ func TestIdentityHeaders(t *testing.T) {
 	}
 	res, body = e.do("GET", siteURL+"/custom", hdr("Authorization", "Bearer "+key), "")
 	e.expect("bearer off", res, body, 401, "missing_key", false)
+}
+
+// TestPlaceholders: other handlers see the key's identity.
+func TestPlaceholders(t *testing.T) {
+	e := start(t)
+	id, key := e.createKey(`{"name": "placeholders", "type": "mcp", "scopes": ["b:read", "a:write"]}`)
+	want := id + "|placeholders|default|mcp|a:write b:read"
+	e.tester.AssertResponse(func() *http.Request {
+		req, _ := http.NewRequest("GET", siteURL+"/whoami", nil)
+		req.Header.Set("X-Api-Key", key)
+		return req
+	}(), 200, want)
 }
 
 func TestNoKeyInLogs(t *testing.T) {
