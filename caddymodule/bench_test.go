@@ -1,0 +1,104 @@
+package caddymodule
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/textproto"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caddy-apikey/caddy-apikey/keystore"
+)
+
+// benchHandler is an apikey handler on a real store, provisioned by hand
+// (no Caddy config), requiring contacts (read for GET).
+func benchHandler(b *testing.B) (*Handler, string) {
+	b.Helper()
+	s, err := keystore.Open(keystore.Options{Dir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	f := keystore.DefaultFormat()
+	_, plain, err := s.CreateKey(keystore.NewKey{Name: "bench", Scopes: []string{"contacts:write"}}, f, "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	req, _ := keystore.ParseRequirement("contacts")
+	lim := keystore.Limit{Requests: 1 << 30, Window: 1e9, Burst: 1 << 30}
+	return &Handler{
+		req:    req,
+		logger: zap.NewNop(),
+		auth: authenticator{
+			verifier: keystore.Verifier{Store: s, Format: f, DefaultLimit: &lim},
+			header:   textproto.CanonicalMIMEHeaderKey(DefaultKeyHeader),
+			name:     DefaultKeyHeader,
+			bearer:   true,
+		},
+	}, plain
+}
+
+var benchNext = caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+	w.WriteHeader(http.StatusOK)
+	return nil
+})
+
+// benchServe runs the handler on a request with the given key header, as
+// Caddy would: a fresh header map per request, a replacer in the context.
+func benchServe(b *testing.B, h *Handler, key string, want int) {
+	template := http.Header{"User-Agent": {"bench"}, "Accept": {"*/*"}}
+	if key != "" {
+		template["X-Api-Key"] = []string{key}
+	}
+	base := httptest.NewRequest("GET", "/contacts", nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		r := base.WithContext(context.WithValue(base.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+		r.Header = template.Clone()
+		w := httptest.NewRecorder()
+		if err := h.ServeHTTP(w, r, benchNext); err != nil || w.Code != want {
+			b.Fatalf("status %d, err %v", w.Code, err)
+		}
+	}
+}
+
+func BenchmarkServeHTTPValid(b *testing.B) {
+	h, key := benchHandler(b)
+	benchServe(b, h, key, http.StatusOK)
+}
+
+func BenchmarkServeHTTPUnknown(b *testing.B) {
+	h, _ := benchHandler(b)
+	unknown, _ := keystore.DefaultFormat().Generate()
+	benchServe(b, h, unknown, http.StatusUnauthorized)
+}
+
+func BenchmarkServeHTTPMalformed(b *testing.B) {
+	h, _ := benchHandler(b)
+	benchServe(b, h, "ak_this-is-not-a-key", http.StatusUnauthorized)
+}
+
+func BenchmarkServeHTTPMissing(b *testing.B) {
+	h, _ := benchHandler(b)
+	benchServe(b, h, "", http.StatusUnauthorized)
+}
+
+// BenchmarkServeHTTPBaseline is the same request through next alone: the
+// cost of the benchmark's own setup, to subtract from the others.
+func BenchmarkServeHTTPBaseline(b *testing.B) {
+	template := http.Header{"User-Agent": {"bench"}, "Accept": {"*/*"}, "X-Api-Key": {"x"}}
+	base := httptest.NewRequest("GET", "/contacts", nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		r := base.WithContext(context.WithValue(base.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+		r.Header = template.Clone()
+		w := httptest.NewRecorder()
+		if err := benchNext.ServeHTTP(w, r); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
