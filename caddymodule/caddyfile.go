@@ -221,6 +221,9 @@ func keySourceOption(d *caddyfile.Dispenser, header *string, bearer **bool) erro
 	if !d.NextArg() {
 		return d.ArgErr()
 	}
+	if d.Val() == "" {
+		return d.Err("header: the name must not be empty")
+	}
 	*header = d.Val()
 	return nil
 }

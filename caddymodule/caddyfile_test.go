@@ -24,6 +24,7 @@ func TestUnmarshalHandler(t *testing.T) {
 		{input: "apikey contacts {\n require billing\n}", wantErr: true},
 		{input: "apikey {\n bearer maybe\n}", wantErr: true},
 		{input: "apikey {\n header\n}", wantErr: true},
+		{input: "apikey {\n header \"\"\n}", wantErr: true},
 		{input: "apikey {\n forward_key yes\n}", wantErr: true},
 		{input: "apikey {\n unknown\n}", wantErr: true},
 	} {
@@ -157,5 +158,26 @@ example.com {
 	}
 	if len(handlers) != 2 || handlers[0] != "apikey" || handlers[1] != "reverse_proxy" {
 		t.Errorf("handler order: %v\n%s", handlers, out)
+	}
+}
+
+func TestValidKeyHeader(t *testing.T) {
+	for i, tc := range []struct {
+		name string
+		ok   bool
+	}{
+		{"X-API-Key", true},
+		{"X-Token", true},
+		{"apikey", true},
+		{"X Token", false},
+		{"X-Token:", false},
+		{"X-Api-Key-Id", false},
+		{"x_api_scopes", false},
+		{"Authorization", false},
+		{"authorization", false},
+	} {
+		if err := validKeyHeader(tc.name); (err == nil) != tc.ok {
+			t.Errorf("test %d: validKeyHeader(%q) = %v", i, tc.name, err)
+		}
 	}
 }

@@ -4,10 +4,13 @@ import (
 	"fmt"
 	"net/http"
 	"net/textproto"
+	"slices"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/caddy-apikey/caddy-apikey/keystore"
 )
@@ -128,12 +131,30 @@ func newAuthenticator(ctx caddy.Context, header string, bearer *bool) (authentic
 	if header == "" {
 		header = DefaultKeyHeader
 	}
+	if err := validKeyHeader(header); err != nil {
+		return authenticator{}, err
+	}
 	return authenticator{
 		verifier: app.verifier(),
 		header:   textproto.CanonicalMIMEHeaderKey(header),
 		name:     header,
 		bearer:   bearer == nil || *bearer,
 	}, nil
+}
+
+// validKeyHeader refuses key header names that would lock every request
+// out: not a valid header name, an identity header (stripped before the
+// key is looked for), or Authorization (use bearer instead).
+func validKeyHeader(name string) error {
+	switch {
+	case !httpguts.ValidHeaderFieldName(name):
+		return fmt.Errorf("header %q is not a valid HTTP header name", name)
+	case isIdentityName(name):
+		return fmt.Errorf("header %s is one of the identity headers the handler sets; choose another name", name)
+	case strings.EqualFold(name, "Authorization"):
+		return fmt.Errorf("header Authorization: keys in Authorization are accepted with bearer on; choose another header name")
+	}
+	return nil
 }
 
 // authenticate verifies the request's key. On any refusal it writes the
@@ -158,13 +179,23 @@ func (a *authenticator) authenticate(w http.ResponseWriter, r *http.Request, req
 	return res, src, true
 }
 
-// removeCredential deletes the header(s) that carried the key.
+// removeCredential deletes the header that carried the key: the key
+// header, or the Bearer value of Authorization (an Authorization value of
+// another scheme is not ours and stays).
 func (a *authenticator) removeCredential(h http.Header, src credentialSource) {
 	if src == fromHeader || src == fromBoth {
 		delete(h, a.header)
 	}
 	if src == fromBearer || src == fromBoth {
-		delete(h, "Authorization")
+		kept := slices.DeleteFunc(h["Authorization"], func(v string) bool {
+			_, isBearer := bearerToken(v)
+			return isBearer
+		})
+		if len(kept) == 0 {
+			delete(h, "Authorization")
+		} else {
+			h["Authorization"] = kept
+		}
 	}
 }
 

@@ -48,16 +48,23 @@ func TestMain(m *testing.M) {
 // recorder is a real upstream that records the headers of what it got.
 type recorder struct {
 	*httptest.Server
-	mu   sync.Mutex
-	last http.Header
-	hits int
+	mu    sync.Mutex
+	last  http.Header
+	hits  int
+	first time.Time // arrival of the first request since the last take
+	final time.Time // and of the last one
 }
 
 func newRecorder(t *testing.T) *recorder {
 	rec := &recorder{}
 	rec.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		now := time.Now()
 		rec.mu.Lock()
 		rec.last = r.Header.Clone()
+		if rec.hits == 0 {
+			rec.first = now
+		}
+		rec.final = now
 		rec.hits++
 		rec.mu.Unlock()
 		w.Header().Set("Content-Type", "text/plain")
@@ -65,6 +72,14 @@ func newRecorder(t *testing.T) *recorder {
 	}))
 	t.Cleanup(rec.Close)
 	return rec
+}
+
+// window is the time from the first to the last request recorded since the
+// last take.
+func (rec *recorder) window() time.Duration {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	return rec.final.Sub(rec.first)
 }
 
 // take returns the last recorded headers and the hit count, and resets them.

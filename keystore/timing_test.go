@@ -1,9 +1,12 @@
 package keystore
 
 import (
+	"fmt"
 	"go/ast"
 	"go/parser"
+	"go/printer"
 	"go/token"
+	"os"
 	"strings"
 	"testing"
 )
@@ -101,10 +104,59 @@ func TestUnknownKeysAreHashedAndLookedUp(t *testing.T) {
 // TestVerifyUsesThePlaintextOnlyToHash reads Verify and lookup in
 // verify.go: a refactor that compares the credential with stored data, or
 // hashes it only on some paths, fails here with a message saying which
-// property broke.
+// property broke. The checker is itself checked on altered copies of
+// verify.go, each of which it must refuse.
 func TestVerifyUsesThePlaintextOnlyToHash(t *testing.T) {
+	src, err := os.ReadFile("verify.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range plaintextUseProblems(t, string(src)) {
+		t.Error(p)
+	}
+
+	const lookupLine = "e, err := v.Store.lookup(HashKey(cred))"
+	if !strings.Contains(string(src), lookupLine) {
+		t.Fatalf("verify.go no longer has %q: update the altered copies below", lookupLine)
+	}
+	for name, alter := range map[string]func(string) string{
+		"a string compare with the credential": func(s string) string {
+			return strings.Replace(s, lookupLine, "if cred == v.Format.Prefix {\n\t\treturn Result{}, nil\n\t}\n\t"+lookupLine, 1)
+		},
+		"a prefix check against stored data": func(s string) string {
+			return strings.Replace(s, lookupLine, "_ = strings.HasPrefix(cred, v.Store.dir)\n\t"+lookupLine, 1)
+		},
+		"hashing only on some paths": func(s string) string {
+			return strings.Replace(s, lookupLine, "var e *entry\n\tvar err error\n\tif !v.AcceptForeign {\n\t\te, err = v.Store.lookup(HashKey(cred))\n\t}", 1)
+		},
+		"hashing twice": func(s string) string {
+			return strings.Replace(s, lookupLine, "_ = HashKey(cred)\n\t"+lookupLine, 1)
+		},
+		"looking up something else than the hash": func(s string) string {
+			return strings.Replace(s, lookupLine, "h := HashKey(cred)\n\te, err := v.Store.lookup(h)", 1)
+		},
+		"a lookup by string": func(s string) string {
+			return strings.Replace(s, "func (s *Store) lookup(h Hash)", "func (s *Store) lookup(h string)", 1)
+		},
+	} {
+		altered := alter(string(src))
+		if altered == string(src) {
+			t.Fatalf("%s: the alteration did not apply", name)
+		}
+		problems := plaintextUseProblems(t, altered)
+		if len(problems) == 0 {
+			t.Errorf("the checker accepts verify.go altered with %s", name)
+		}
+		t.Logf("altered with %s: %q", name, problems)
+	}
+}
+
+// plaintextUseProblems lists how the Verify and lookup of src break the
+// rules above.
+func plaintextUseProblems(t *testing.T, src string) []string {
+	t.Helper()
 	fset := token.NewFileSet()
-	file, err := parser.ParseFile(fset, "verify.go", nil, 0)
+	file, err := parser.ParseFile(fset, "verify.go", src, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,13 +174,17 @@ func TestVerifyUsesThePlaintextOnlyToHash(t *testing.T) {
 		}
 	}
 	if verify == nil || lookup == nil {
-		t.Fatal("verify.go has no Verifier.Verify or Store.lookup")
+		return []string{"verify.go has no Verifier.Verify or Store.lookup"}
 	}
 	params := verify.Type.Params.List
-	if len(params) == 0 || len(params[0].Names) == 0 || types(params[0].Type) != "string" {
-		t.Fatal("Verify's first parameter is not the credential string")
+	if len(params) == 0 || len(params[0].Names) == 0 || identName(params[0].Type) != "string" {
+		return []string{"Verify's first parameter is not the credential string"}
 	}
 	cred := params[0].Names[0].Name
+	var problems []string
+	problem := func(n ast.Node, format string, args ...any) {
+		problems = append(problems, fmt.Sprintf("verify.go:%d: ", fset.Position(n.Pos()).Line)+fmt.Sprintf(format, args...))
+	}
 
 	// 1. The credential is used only by these expressions.
 	allowed := map[string]bool{
@@ -137,69 +193,82 @@ func TestVerifyUsesThePlaintextOnlyToHash(t *testing.T) {
 		"foreignShaped(" + cred + ")":  true, // foreign shape (no store)
 		"HashKey(" + cred + ")":        true, // the one hash
 	}
-	uses := map[string]int{}
+	hashes := 0
 	ast.Inspect(verify.Body, func(n ast.Node) bool {
 		switch x := n.(type) {
 		case *ast.BinaryExpr, *ast.CallExpr:
-			src := exprString(fset, x.(ast.Expr))
-			if allowed[src] {
-				uses[src]++
-				return false // its cred is accounted for
+			s := exprString(fset, x)
+			if allowed[s] {
+				if s == "HashKey("+cred+")" {
+					hashes++
+				}
+				return false // its use of the credential is accounted for
 			}
 		case *ast.Ident:
 			if x.Name == cred {
-				t.Errorf("verify.go:%d: the credential is used outside the allowed checks: a comparison or copy of the plaintext could leak timing", fset.Position(x.Pos()).Line)
+				problem(x, "the credential is used outside the allowed checks: a comparison or copy of the plaintext could leak timing")
 			}
 		}
 		return true
 	})
-	if n := uses["HashKey("+cred+")"]; n != 1 {
-		t.Fatalf("Verify hashes the credential %d times, want exactly once", n)
+	if hashes != 1 {
+		problem(verify, "Verify hashes the credential %d times, want exactly once", hashes)
 	}
 
 	// 2. HashKey runs unconditionally once the format gate is passed: its
 	// statement is a top-level statement of Verify, every statement before
-	// it that reads the credential is an if that only returns (the
-	// missing/malformed gate), and nothing before it touches the store.
+	// it that reads the credential is an if that only returns MissingKey
+	// or MalformedKey, and nothing before it touches the store.
 	hashAt := -1
 	for i, st := range verify.Body.List {
-		src := exprString(fset, st)
-		if strings.Contains(src, "HashKey("+cred+")") {
+		s := exprString(fset, st)
+		if strings.Contains(s, "HashKey("+cred+")") {
 			hashAt = i
 			break
 		}
-		if strings.Contains(src, "lookup(") || strings.Contains(src, "cache") {
-			t.Errorf("verify.go:%d: the store is consulted before the credential is hashed", fset.Position(st.Pos()).Line)
+		if strings.Contains(s, "lookup(") || strings.Contains(s, "cache") {
+			problem(st, "the store is consulted before the credential is hashed")
 		}
-		if strings.Contains(src, cred) {
-			ifs, ok := st.(*ast.IfStmt)
-			if !ok || ifs.Else != nil || len(ifs.Body.List) != 1 {
-				t.Errorf("verify.go:%d: a statement before the hash reads the credential and is not a refusal gate", fset.Position(st.Pos()).Line)
-				continue
-			}
-			if _, ok := ifs.Body.List[0].(*ast.ReturnStmt); !ok {
-				t.Errorf("verify.go:%d: the gate before the hash does not just return", fset.Position(st.Pos()).Line)
-			}
-			if s := exprString(fset, ifs.Body.List[0]); !strings.Contains(s, "MissingKey") && !strings.Contains(s, "MalformedKey") {
-				t.Errorf("verify.go:%d: the gate before the hash returns %s, not MissingKey or MalformedKey", fset.Position(st.Pos()).Line, s)
-			}
+		if !strings.Contains(s, cred) {
+			continue
+		}
+		ifs, ok := st.(*ast.IfStmt)
+		if !ok || ifs.Else != nil || len(ifs.Body.List) != 1 {
+			problem(st, "a statement before the hash reads the credential and is not a refusal gate")
+			continue
+		}
+		_, isReturn := ifs.Body.List[0].(*ast.ReturnStmt)
+		if rs := exprString(fset, ifs.Body.List[0]); !isReturn || (!strings.Contains(rs, "MissingKey") && !strings.Contains(rs, "MalformedKey")) {
+			problem(st, "the gate before the hash does %s, not a return of MissingKey or MalformedKey", rs)
 		}
 	}
-	if hashAt < 0 {
-		t.Fatal("HashKey is not called at the top level of Verify: some well-formed credentials might not be hashed")
-	}
-	if !strings.Contains(exprString(fset, verify.Body.List[hashAt]), "lookup(HashKey("+cred+"))") {
-		t.Error("the hash is not what is looked up: want v.Store.lookup(HashKey(cred))")
+	switch {
+	case hashAt < 0:
+		problem(verify, "HashKey is not called by a top-level statement of Verify: some well-formed credentials might not be hashed")
+	case !isSimple(verify.Body.List[hashAt]):
+		problem(verify.Body.List[hashAt], "HashKey is called inside a conditional or loop: some well-formed credentials might not be hashed")
+	case !strings.Contains(exprString(fset, verify.Body.List[hashAt]), "lookup(HashKey("+cred+"))"):
+		problem(verify.Body.List[hashAt], "the hash is not what is looked up: want v.Store.lookup(HashKey(cred))")
 	}
 
 	// 3. The lookup takes a Hash, so it cannot compare strings.
-	lp := lookup.Type.Params.List
-	if len(lp) != 1 || types(lp[0].Type) != "Hash" {
-		t.Errorf("Store.lookup takes %s, want a single Hash", exprString(fset, lookup.Type.Params))
+	if lp := lookup.Type.Params.List; len(lp) != 1 || identName(lp[0].Type) != "Hash" {
+		problem(lookup, "Store.lookup's parameters are not a single Hash")
 	}
+	return problems
 }
 
-func types(e ast.Expr) string {
+// isSimple reports whether st runs all of its expressions: an assignment,
+// a declaration or an expression statement, not an if, switch or loop.
+func isSimple(st ast.Stmt) bool {
+	switch st.(type) {
+	case *ast.AssignStmt, *ast.DeclStmt, *ast.ExprStmt:
+		return true
+	}
+	return false
+}
+
+func identName(e ast.Expr) string {
 	if id, ok := e.(*ast.Ident); ok {
 		return id.Name
 	}
@@ -209,7 +278,7 @@ func types(e ast.Expr) string {
 // exprString prints a node as Go source, on one line.
 func exprString(fset *token.FileSet, n ast.Node) string {
 	var sb strings.Builder
-	if err := printNode(&sb, fset, n); err != nil {
+	if err := printer.Fprint(&sb, fset, n); err != nil {
 		return ""
 	}
 	return sb.String()
