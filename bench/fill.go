@@ -1,0 +1,314 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/caddy-apikey/caddy-apikey/keystore"
+)
+
+// samples are the credentials the load sends.
+type samples struct {
+	probe     string   // a stored key under the default rate limit, not in valid
+	valid     []string // plaintext keys in the store, unlimited
+	unknown   []string // well-formed keys that are not in the store
+	malformed []string // garbage that fails the format check
+}
+
+// keyFiles are the samples as files, one credential a line, for wrk.lua.
+type keyFiles struct {
+	probe, valid, unknown, malformed string
+}
+
+type fillStats struct {
+	keys       int
+	batches    int
+	reused     bool
+	open       time.Duration // keystore.Open of the empty store
+	generate   time.Duration // keystore.DefaultFormat().Generate(), all keys
+	importTime time.Duration // ImportKeys calls only
+	close      time.Duration // Store.Close (flushes the memtable)
+	wall       time.Duration // open to close
+	storeBytes int64         // size of the store directory after Close
+	foreign    float64       // share of the machine's CPU other processes used meanwhile
+	calls      []time.Duration
+}
+
+// importRate is keys per second spent in ImportKeys.
+func (f fillStats) importRate() float64 { return rate(f.keys, f.importTime) }
+
+// wallRate is keys per second from Open to Close, key generation included.
+func (f fillStats) wallRate() float64 { return rate(f.keys, f.wall) }
+
+func rate(n int, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(n) / d.Seconds()
+}
+
+type fillResult struct {
+	dir     string
+	samples samples
+	files   keyFiles
+	stats   fillStats
+}
+
+// benchKey is the NewKey of every bench key: unlimited, so that the rate
+// limiter (issue 4) never refuses the load; except key 0, the probe, which
+// has the configured default limit, so that the sanity check can tell
+// whether the handler rate limits (RateLimit-* headers). The probe is not
+// part of the load.
+func benchKey(i int) keystore.NewKey {
+	nk := keystore.NewKey{
+		Name:   "bench-" + strconv.Itoa(i),
+		Scopes: []string{"contacts:write", "orders:read"},
+	}
+	if i != 0 {
+		nk.RateLimit = &keystore.RateLimit{Unlimited: true}
+	}
+	return nk
+}
+
+// fillStore fills <out>/store-<N> with N keys through keystore.Open and
+// ImportKeys in batches of keystore.MaxImport, and writes the samples.
+func fillStore(ctx context.Context, c config) (*fillResult, error) {
+	dir := filepath.Join(c.out, fmt.Sprintf("store-%d", c.keys))
+	files := keyFiles{
+		probe:     filepath.Join(c.out, fmt.Sprintf("key-probe-%d.txt", c.keys)),
+		valid:     filepath.Join(c.out, fmt.Sprintf("keys-valid-%d.txt", c.keys)),
+		unknown:   filepath.Join(c.out, "keys-unknown.txt"),
+		malformed: filepath.Join(c.out, "keys-malformed.txt"),
+	}
+	complete := filepath.Join(dir, ".bench-complete")
+	res := &fillResult{dir: dir, files: files}
+
+	if c.reuse {
+		if _, err := os.Stat(complete); err == nil {
+			valid, err := readLines(files.valid)
+			probe, perr := readLines(files.probe)
+			if err == nil && perr == nil && len(valid) > 0 && len(probe) == 1 {
+				res.samples.probe = probe[0]
+				logf("reusing the store %s (-reuse): no bulk load measured", dir)
+				res.samples.valid = valid
+				res.stats = fillStats{keys: c.keys, reused: true, storeBytes: dirSize(dir)}
+				if err := writeFloodSamples(res, c.sample); err != nil {
+					return nil, err
+				}
+				return res, nil
+			}
+		}
+		logf("-reuse: no complete store of %d keys in %s; filling one", c.keys, dir)
+	}
+
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, err
+	}
+	if c.fillProfile {
+		pf, err := os.Create(filepath.Join(c.out, "fill-cpu.pprof"))
+		if err != nil {
+			return nil, err
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return nil, err
+		}
+		defer pprof.StopCPUProfile()
+	}
+
+	logf("filling %s with %d keys (ImportKeys, batches of %d)", dir, c.keys, keystore.MaxImport)
+	f := keystore.DefaultFormat()
+	st := &res.stats
+	st.keys = c.keys
+	mon := &cpuMonitor{pids: []int{os.Getpid()}}
+	cpuBefore, err := mon.snapshot()
+	if err != nil {
+		return nil, err
+	}
+	wall := time.Now()
+	s, err := keystore.Open(keystore.Options{Dir: dir, LastUsedFlush: time.Hour})
+	if err != nil {
+		return nil, err
+	}
+	st.open = time.Since(wall)
+	closed := false
+	defer func() {
+		if !closed {
+			s.Close()
+		}
+	}()
+
+	stride := max(1, c.keys/c.sample)
+	batch := make([]keystore.ImportKey, 0, keystore.MaxImport)
+	lastLog := time.Now()
+	for start := 0; start < c.keys; start += keystore.MaxImport {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		n := min(keystore.MaxImport, c.keys-start)
+		batch = batch[:0]
+		t := time.Now()
+		for i := start; i < start+n; i++ {
+			plain, err := f.Generate()
+			if err != nil {
+				return nil, err
+			}
+			switch {
+			case i == 0:
+				res.samples.probe = plain
+			case i%stride == stride-1 && len(res.samples.valid) < c.sample:
+				res.samples.valid = append(res.samples.valid, plain)
+			}
+			batch = append(batch, keystore.ImportKey{Key: plain, NewKey: benchKey(i)})
+		}
+		st.generate += time.Since(t)
+		t = time.Now()
+		if _, err := s.ImportKeys(batch, f, "bench"); err != nil {
+			return nil, fmt.Errorf("ImportKeys (keys %d..%d): %w", start, start+n-1, err)
+		}
+		d := time.Since(t)
+		st.importTime += d
+		st.batches++
+		st.calls = append(st.calls, d)
+		if time.Since(lastLog) > 5*time.Second || start+n == c.keys {
+			logf("  %d/%d keys; this batch %s (%.0f keys/s)", start+n, c.keys, d.Round(time.Millisecond), rate(n, d))
+			lastLog = time.Now()
+		}
+	}
+	t := time.Now()
+	closed = true
+	if err := s.Close(); err != nil {
+		return nil, fmt.Errorf("closing the store: %w", err)
+	}
+	st.close = time.Since(t)
+	st.wall = time.Since(wall)
+	if cpuAfter, err := mon.snapshot(); err == nil {
+		st.foreign = foreignShare(cpuBefore, cpuAfter, 0)
+	}
+	st.storeBytes = dirSize(dir)
+	logf("bulk load: %d keys, ImportKeys %.0f keys/s (%s), open-to-close %.0f keys/s (%s; generating keys %s, close %s), store %s; other processes used %.0f%% of the CPU meanwhile",
+		c.keys, st.importRate(), st.importTime.Round(time.Millisecond), st.wallRate(), st.wall.Round(time.Millisecond),
+		st.generate.Round(time.Millisecond), st.close.Round(time.Millisecond), mib(st.storeBytes), 100*st.foreign)
+
+	if err := writeLines(files.valid, res.samples.valid); err != nil {
+		return nil, err
+	}
+	if err := writeLines(files.probe, []string{res.samples.probe}); err != nil {
+		return nil, err
+	}
+	if err := writeFloodSamples(res, c.sample); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(complete, []byte(strconv.Itoa(c.keys)+"\n"), 0o644); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// writeFloodSamples generates fresh unknown and malformed credentials.
+func writeFloodSamples(res *fillResult, n int) error {
+	f := keystore.DefaultFormat()
+	res.samples.unknown = make([]string, n)
+	for i := range res.samples.unknown {
+		k, err := f.Generate()
+		if err != nil {
+			return err
+		}
+		res.samples.unknown[i] = k
+	}
+	res.samples.malformed = malformedKeys(f, n, newRand())
+	if err := writeLines(res.files.unknown, res.samples.unknown); err != nil {
+		return err
+	}
+	return writeLines(res.files.malformed, res.samples.malformed)
+}
+
+// newRand is the fixed-seed source of the malformed keys: the same garbage
+// on every run.
+func newRand() *rand.Rand { return rand.New(rand.NewPCG(1, 2)) }
+
+// malformedKeys returns n credentials that fail f.Check, in four kinds:
+// a key with a wrong checksum, a truncated key, random base62 without
+// the prefix, and random printable ASCII (valid in a header value).
+func malformedKeys(f keystore.Format, n int, r *rand.Rand) []string {
+	const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	randString := func(alphabet string, l int) string {
+		var sb strings.Builder
+		for range l {
+			sb.WriteByte(alphabet[r.IntN(len(alphabet))])
+		}
+		return sb.String()
+	}
+	var printable strings.Builder
+	for c := byte(0x21); c <= 0x7e; c++ {
+		printable.WriteByte(c)
+	}
+	out := make([]string, 0, n)
+	for i := 0; len(out) < n; i++ {
+		var s string
+		switch i % 4 {
+		case 0: // wrong checksum
+			k := f.Prefix + randString(base62, f.Length)
+			s = k + randString(base62, keystore.ChecksumLength)
+		case 1: // truncated
+			k := f.Prefix + randString(base62, f.Length) + "000000"
+			s = k[:1+r.IntN(len(k)-1)]
+		case 2: // no prefix
+			s = randString(base62, 8+r.IntN(53))
+		case 3: // printable garbage
+			s = randString(printable.String(), 1+r.IntN(100))
+		}
+		if f.Check(s) != nil {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func writeLines(path string, lines []string) error {
+	return os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o600)
+}
+
+func readLines(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if l != "" {
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}
+
+// dirSize is the disk space the files under dir use (allocated blocks:
+// Badger's value log is a large sparse file).
+func dirSize(dir string) int64 {
+	var n int64
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if info, err := d.Info(); err == nil {
+				if st, ok := info.Sys().(*syscall.Stat_t); ok {
+					n += st.Blocks * 512
+				} else {
+					n += info.Size()
+				}
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }

@@ -1,0 +1,240 @@
+package main
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+)
+
+type report struct {
+	when            time.Time
+	cmdline         string
+	cfg             config
+	machine         machine
+	commit          string
+	rateLimitOption bool // rate_limit 1000000 1s in the Caddyfile
+	rateLimited     bool // RateLimit-* headers seen on a 200
+	fill            fillStats
+	starts          []time.Duration
+	memStart, mem   memUse
+	goMem           *memStats
+	pairs           []pairResult
+	profiles        []string
+	wall            time.Duration
+}
+
+// Targets of issue 5.
+const (
+	targetRespond   = 0.95
+	targetProxy     = 0.98
+	targetUnknown   = 0.95
+	targetMalformed = 0.98
+	targetP99Added  = 50.0 // µs
+	targetRSS       = 150 << 20
+	targetStart     = 2 * time.Second
+	targetBulk      = 100_000.0
+	largeKeys       = 1_000_000
+)
+
+func (r report) pair(id string) (pairResult, bool) {
+	for _, p := range r.pairs {
+		if p.def.id == id {
+			return p, true
+		}
+	}
+	return pairResult{}, false
+}
+
+func durations(ds []time.Duration) []float64 {
+	out := make([]float64, len(ds))
+	for i, d := range ds {
+		out[i] = float64(d)
+	}
+	return out
+}
+
+func met(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "**not met**"
+}
+
+func (r report) markdown() string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	c := r.cfg
+
+	p("# caddy-apikey load harness: %s\n\n", r.when.Format("2006-01-02 15:04 MST"))
+	p("- command: `%s`\n", r.cmdline)
+	p("- commit: `%s`\n", r.commit)
+	p("- rate limiting: `rate_limit 1000000 1s` in the Caddyfile: %s; RateLimit-* headers on a 200 (limiter active in the handler): %s; every bench key is `{\"unlimited\": true}`\n",
+		yesNo(r.rateLimitOption), yesNo(r.rateLimited))
+	p("- machine: %s CPUs (`nproc`), %s, %s; %s; %s\n", r.machine.nproc, r.machine.cpu, r.machine.kernel, r.machine.goVersion, r.machine.wrk)
+	p("- memory (`free -h`):\n\n```\n%s\n```\n\n", r.machine.mem)
+	p("- load: wrk on the same machine, keep-alive, `-t%d -c%d`, %d rounds of %s per site, A then B alternately, after a %s warm-up of each; keys picked at random per request from %d sampled plaintext keys (wrk.lua); upstream: a separate Caddy process (`respond`)\n",
+		c.threads, c.conns, c.rounds, c.duration, c.warmup, min(c.sample, c.keys))
+	p("- store: %d keys; wall time of the run: %s\n\n", c.keys, r.wall.Round(time.Second))
+
+	p("## Load (medians over the rounds)\n\n")
+	p("| pair (B / A) | A req/s | B req/s | B/A | per-round min | per-round max | A p50 | A p99 | B p50 | B p99 | p99 added |\n")
+	p("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, pr := range r.pairs {
+		s := pr.stats()
+		name := pr.def.name
+		if pr.def.conns != c.conns || pr.def.threads != c.threads {
+			name += fmt.Sprintf(" (wrk -t%d -c%d, %s rounds)", pr.def.threads, pr.def.conns, pr.def.dur)
+		}
+		p("| %s | %.0f | %.0f | %.3f | %.3f | %.3f | %s | %s | %s | %s | %s |\n",
+			name, s.aRPS, s.bRPS, s.ratio, s.ratioMin, s.ratioMax,
+			fmtUS(s.aP50), fmtUS(s.aP99), fmtUS(s.bP50), fmtUS(s.bP99), fmtUS(s.p99Added))
+	}
+	p("\n")
+
+	p("CPU per request (µs, medians over the rounds; from /proc/<pid>/stat, so it hardly depends on what else runs): what the measured Caddy spends on a request, A and B, and the difference; the same for the upstream Caddy where there is one.\n\n")
+	p("| pair (B / A) | Caddy A | Caddy B | added by apikey | upstream A | upstream B |\n| --- | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, pr := range r.pairs {
+		s := pr.stats()
+		up := func(x float64) string {
+			if pr.def.id != "proxy" {
+				return "-"
+			}
+			return fmt.Sprintf("%.1f", x)
+		}
+		p("| %s | %.1f | %.1f | %+.1f (%+.1f%%) | %s | %s |\n", pr.def.name, s.aCPUReq, s.bCPUReq, s.bCPUReq-s.aCPUReq,
+			100*(s.bCPUReq-s.aCPUReq)/s.aCPUReq, up(s.aUpCPUReq), up(s.bUpReq))
+	}
+	p("\n")
+
+	p("## Store and process\n\n| measure | value |\n| --- | --- |\n")
+	if r.fill.reused {
+		p("| bulk load | not measured (-reuse of an existing store) |\n")
+	} else {
+		p("| bulk load, ImportKeys only | %.0f keys/s (%d keys in %s, %d calls of up to 100,000) |\n",
+			r.fill.importRate(), r.fill.keys, r.fill.importTime.Round(time.Millisecond), r.fill.batches)
+		p("| bulk load, Open to Close (key generation included) | %.0f keys/s (%s; generating %s, Close %s) |\n",
+			r.fill.wallRate(), r.fill.wall.Round(time.Millisecond), r.fill.generate.Round(time.Millisecond), r.fill.close.Round(time.Millisecond))
+		if len(r.fill.calls) > 1 {
+			calls := make([]string, len(r.fill.calls))
+			for i, d := range r.fill.calls {
+				calls[i] = d.Round(10 * time.Millisecond).String()
+			}
+			p("| ImportKeys calls, in order | %s |\n", strings.Join(calls, ", "))
+		}
+		p("| other processes' share of the CPU during the bulk load | %.1f%% |\n", 100*r.fill.foreign)
+	}
+	p("| store on disk | %s |\n", mib(r.fill.storeBytes))
+	starts := make([]string, len(r.starts))
+	for i, d := range r.starts {
+		starts[i] = d.Round(time.Millisecond).String()
+	}
+	p("| start to first served request (200 to a valid key), %d keys | median %s (starts: %s) |\n",
+		c.keys, time.Duration(median(durations(r.starts))).Round(time.Millisecond), strings.Join(starts, ", "))
+	p("| Caddy RSS after start, before load | %s (anonymous %s, file-backed %s) |\n", mib(r.memStart.rss), mib(r.memStart.anon), mib(r.memStart.file))
+	p("| Caddy RSS after the load (VmRSS) | %s (anonymous %s, file-backed %s; peak VmHWM %s) |\n", mib(r.mem.rss), mib(r.mem.anon), mib(r.mem.file), mib(r.mem.hwm))
+	if g := r.goMem; g != nil {
+		p("| Go runtime after the load (/debug/vars memstats) | Sys %s, HeapInuse %s, HeapIdle %s of which released %s, StackSys %s, NextGC %s, %d GCs |\n",
+			mib(g.Sys), mib(g.HeapInuse), mib(g.HeapIdle), mib(g.HeapReleased), mib(g.StackSys), mib(g.NextGC), g.NumGC)
+	}
+	p("\n")
+
+	p("## Targets (issue 5)\n\n| measure | target | measured | |\n| --- | --- | --- | --- |\n")
+	ratioRow := func(id, label string, target float64) {
+		pr, ok := r.pair(id)
+		if !ok {
+			return
+		}
+		s := pr.stats()
+		p("| %s | >= %.2f | %.3f (rounds %.3f..%.3f) | %s |\n", label, target, s.ratio, s.ratioMin, s.ratioMax, verdict(pr, s.ratio >= target))
+	}
+	ratioRow("respond", fmt.Sprintf("`apikey`+`respond` / `respond`, req/s, %d keys, random valid keys", c.keys), targetRespond)
+	ratioRow("proxy", "`apikey`+`reverse_proxy` / `reverse_proxy`", targetProxy)
+	ratioRow("unknown", "unknown-key flood (401) / `respond`", targetUnknown)
+	ratioRow("malformed", "malformed flood / `respond`", targetMalformed)
+	for _, id := range []string{"respond", "latency"} {
+		if pr, ok := r.pair(id); ok {
+			s := pr.stats()
+			p("| p99 added by `apikey` (%s, wrk -c%d) | <= 50 µs | %s (p99 %s vs %s) | %s |\n",
+				map[string]string{"respond": "saturated", "latency": "one connection"}[id], pr.def.conns,
+				fmtUS(s.p99Added), fmtUS(s.bP99), fmtUS(s.aP99), verdict(pr, s.p99Added <= targetP99Added))
+		}
+	}
+	large := c.keys >= largeKeys
+	scope := func(ok bool) string {
+		if !large {
+			return fmt.Sprintf("n/a: %d keys (run -keys 1000000)", c.keys)
+		}
+		return met(ok)
+	}
+	p("| RSS with 1,000,000 keys after load | <= 150 MiB | %s with %d keys (anonymous %s, file-backed %s) | %s |\n",
+		mib(r.mem.rss), c.keys, mib(r.mem.anon), mib(r.mem.file), scope(r.mem.rss <= targetRSS))
+	st := time.Duration(median(durations(r.starts)))
+	p("| start to first served request, 1,000,000 keys | <= 2 s | %s with %d keys | %s |\n", st.Round(time.Millisecond), c.keys, scope(st <= targetStart))
+	if !r.fill.reused {
+		p("| bulk load into the store | >= 100,000 keys/s | %.0f keys/s (ImportKeys) | %s |\n", r.fill.importRate(), met(r.fill.importRate() >= targetBulk))
+	}
+	p("| verify on a cache hit / miss (Go benchmarks) | <= 1 µs, 0 allocs / p99 <= 50 µs | not measured by this harness: `go test -bench . -benchmem ./keystore` | |\n\n")
+
+	p("## Rounds\n\n")
+	p("Caddy CPU: cores the measured Caddy used during the run (wrk and the upstream Caddy use the rest); other CPU: share of the machine used by processes that are not the harness's (a run above %.0f%% is listed under anomalies).\n\n", 100*foreignLimit)
+	p("| pair | round | A req/s | B req/s | B/A | A p99 | B p99 | B non-2xx | Caddy CPU A / B | other CPU A / B |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, pr := range r.pairs {
+		for i := range pr.a {
+			a, bb := pr.a[i], pr.b[i]
+			p("| %s | %d | %.0f | %.0f | %.3f | %s | %s | %d | %.2f / %.2f | %.1f%% / %.1f%% |\n", pr.def.id, i+1, a.RPS(), bb.RPS(), bb.RPS()/a.RPS(),
+				fmtUS(a.P99), fmtUS(bb.P99), bb.Status, cores(a), cores(bb), 100*a.Foreign, 100*bb.Foreign)
+		}
+	}
+	p("\n")
+
+	var notes []string
+	for _, pr := range r.pairs {
+		if pr.retries > 0 {
+			notes = append(notes, fmt.Sprintf("%s: %d round(s) run again because other processes used more than %.0f%% of the CPU", pr.def.id, pr.retries, 100*foreignLimit))
+		}
+		for _, n := range pr.notes {
+			notes = append(notes, pr.def.id+": "+n)
+		}
+	}
+	if len(notes) > 0 {
+		p("## Anomalies\n\n")
+		for _, n := range notes {
+			p("- %s\n", n)
+		}
+		p("\n")
+	}
+	if len(r.profiles) > 0 {
+		sort.Strings(r.profiles)
+		p("## Profiles of the measured Caddy under load\n\n")
+		for _, f := range r.profiles {
+			p("- `%s`\n", f)
+		}
+		p("\n")
+	}
+	return b.String()
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+// cores is the measured Caddy's CPU time over the run's duration.
+func cores(w wrkResult) float64 {
+	if w.DurationUS <= 0 {
+		return 0
+	}
+	return w.CaddyCPU.Seconds() / (float64(w.DurationUS) / 1e6)
+}
+
+// verdict is met or not met, unless other processes disturbed a round of
+// the pair: then the comparison says little.
+func verdict(pr pairResult, ok bool) string {
+	if n := pr.disturbed(); n > 0 {
+		return fmt.Sprintf("not established: %d of %d runs disturbed (%s)", n, len(pr.a)+len(pr.b), met(ok))
+	}
+	return met(ok)
+}
