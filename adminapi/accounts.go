@@ -72,15 +72,8 @@ type accountPatchBody struct {
 // keys from their next request.
 func (a *API) patchAccount(w http.ResponseWriter, r *http.Request, _ Caller) error {
 	var body accountPatchBody
-	b, err := decodeObject(w, r, &body)
+	pr, err := decodePatch(w, r, &body, "name", "status")
 	if err != nil {
-		return err
-	}
-	pr, err := presenceOf(b)
-	if err != nil {
-		return err
-	}
-	if err := pr.notNull("name", "status"); err != nil {
 		return err
 	}
 	id := r.PathValue("id")

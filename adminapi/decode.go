@@ -200,6 +200,20 @@ func parseTime(field, s string) (time.Time, error) {
 // "leave it" (absent) from "clear it" (null).
 type presence map[string]json.RawMessage
 
+// decodePatch decodes a PATCH body into v and returns which members it
+// has, refusing null for the members named in notNull.
+func decodePatch(w http.ResponseWriter, r *http.Request, v any, notNull ...string) (presence, error) {
+	b, err := decodeObject(w, r, v)
+	if err != nil {
+		return nil, err
+	}
+	pr, err := presenceOf(b)
+	if err != nil {
+		return nil, err
+	}
+	return pr, pr.notNull(notNull...)
+}
+
 func presenceOf(b []byte) (presence, error) {
 	var p presence
 	if err := json.Unmarshal(b, &p); err != nil {

@@ -168,15 +168,8 @@ type keyPatchBody struct {
 // nothing and records no event.
 func (a *API) patchKey(w http.ResponseWriter, r *http.Request, c Caller) error {
 	var body keyPatchBody
-	b, err := decodeObject(w, r, &body)
+	pr, err := decodePatch(w, r, &body, "name", "scopes", "active", "type")
 	if err != nil {
-		return err
-	}
-	pr, err := presenceOf(b)
-	if err != nil {
-		return err
-	}
-	if err := pr.notNull("name", "scopes", "active", "type"); err != nil {
 		return err
 	}
 	p := keystore.KeyPatch{
