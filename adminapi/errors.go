@@ -103,24 +103,44 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 // application/json, Cache-Control no-store and nosniff. The apikey
 // handler's refusals use it too, so that every error has one shape.
 func WriteJSON(w http.ResponseWriter, status int, v any) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false) // messages name "<key>"; bodies are never HTML
-	if err := enc.Encode(v); err != nil {
+	body, err := EncodeJSON(v)
+	if err != nil {
 		status = http.StatusInternalServerError
-		buf.Reset()
-		buf.WriteString(`{"error":"internal","message":"the response could not be encoded"}` + "\n")
+		body = []byte(`{"error":"internal","message":"the response could not be encoded"}` + "\n")
 	}
-	setJSONHeaders(w)
-	w.WriteHeader(status)
-	_, _ = w.Write(buf.Bytes())
+	WriteJSONBody(w, status, body)
 }
 
+// EncodeJSON encodes v as WriteJSON does: without HTML escaping (messages
+// name "<key>"; bodies are never HTML), with a final newline.
+func EncodeJSON(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// WriteJSONBody writes an encoded JSON body with WriteJSON's headers: the
+// apikey handler encodes the refusals that never change once, at
+// provisioning.
+func WriteJSONBody(w http.ResponseWriter, status int, body []byte) {
+	setJSONHeaders(w)
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+// setJSONHeaders sets the headers of every JSON answer. The three values
+// share one allocation, each in its own element (handlers may replace a
+// value in place, so values are never shared between responses).
 func setJSONHeaders(w http.ResponseWriter) {
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
+	vals := []string{"application/json", "no-store", "nosniff"}
+	h["Content-Type"] = vals[0:1:1]
+	h["Cache-Control"] = vals[1:2:2]
+	h["X-Content-Type-Options"] = vals[2:3:3]
 }
 
 // noContent answers 204.

@@ -29,6 +29,10 @@ func benchHandler(b *testing.B) (*Handler, string) {
 		b.Fatal(err)
 	}
 	req, _ := keystore.ParseRequirement("contacts")
+	rf, err := newRefuser(DefaultKeyHeader)
+	if err != nil {
+		b.Fatal(err)
+	}
 	lim := keystore.Limit{Requests: 1 << 30, Window: 1e9, Burst: 1 << 30}
 	return &Handler{
 		req:    req,
@@ -36,8 +40,8 @@ func benchHandler(b *testing.B) (*Handler, string) {
 		auth: authenticator{
 			verifier: keystore.Verifier{Store: s, Format: f, DefaultLimit: &lim},
 			header:   textproto.CanonicalMIMEHeaderKey(DefaultKeyHeader),
-			name:     DefaultKeyHeader,
 			bearer:   true,
+			refuser:  rf,
 		},
 	}, plain
 }
@@ -46,6 +50,15 @@ var benchNext = caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Reques
 	w.WriteHeader(http.StatusOK)
 	return nil
 })
+
+// requestReplacer is a replacer as Caddy's server gives each request:
+// NewReplacer plus the HTTP variables' provider (caddyhttp's
+// PrepareRequest maps it, which leaves room for one more provider).
+func requestReplacer() *caddy.Replacer {
+	repl := caddy.NewReplacer()
+	repl.Map(func(string) (any, bool) { return nil, false })
+	return repl
+}
 
 // benchServe runs the handler on a request with the given key header, as
 // Caddy would: a fresh header map per request, a replacer in the context.
@@ -57,7 +70,7 @@ func benchServe(b *testing.B, h *Handler, key string, want int) {
 	base := httptest.NewRequest("GET", "/contacts", nil)
 	b.ReportAllocs()
 	for b.Loop() {
-		r := base.WithContext(context.WithValue(base.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+		r := base.WithContext(context.WithValue(base.Context(), caddy.ReplacerCtxKey, requestReplacer()))
 		r.Header = template.Clone()
 		w := httptest.NewRecorder()
 		if err := h.ServeHTTP(w, r, benchNext); err != nil || w.Code != want {
@@ -94,7 +107,7 @@ func BenchmarkServeHTTPBaseline(b *testing.B) {
 	base := httptest.NewRequest("GET", "/contacts", nil)
 	b.ReportAllocs()
 	for b.Loop() {
-		r := base.WithContext(context.WithValue(base.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+		r := base.WithContext(context.WithValue(base.Context(), caddy.ReplacerCtxKey, requestReplacer()))
 		r.Header = template.Clone()
 		w := httptest.NewRecorder()
 		if err := benchNext.ServeHTTP(w, r); err != nil {

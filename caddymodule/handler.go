@@ -118,8 +118,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 type authenticator struct {
 	verifier keystore.Verifier
 	header   string // canonical, for lookups
-	name     string // as configured, for messages
 	bearer   bool
+	refuser  *refuser
 }
 
 func newAuthenticator(ctx caddy.Context, header string, bearer *bool) (authenticator, error) {
@@ -134,11 +134,15 @@ func newAuthenticator(ctx caddy.Context, header string, bearer *bool) (authentic
 	if err := validKeyHeader(header); err != nil {
 		return authenticator{}, err
 	}
+	rf, err := newRefuser(header)
+	if err != nil {
+		return authenticator{}, err
+	}
 	return authenticator{
 		verifier: app.verifier(),
 		header:   textproto.CanonicalMIMEHeaderKey(header),
-		name:     header,
 		bearer:   bearer == nil || *bearer,
+		refuser:  rf,
 	}, nil
 }
 
@@ -163,7 +167,7 @@ func (a *authenticator) authenticate(w http.ResponseWriter, r *http.Request, req
 	cred, src, unambiguous := extractCredential(r.Header, a.header, a.bearer)
 	if !unambiguous {
 		res := keystore.Result{Outcome: keystore.MalformedKey}
-		refuse(w, res, a.name)
+		a.refuser.refuse(w, res)
 		return res, src, false
 	}
 	res, err := a.verifier.Verify(cred, required, needScope)
@@ -173,7 +177,7 @@ func (a *authenticator) authenticate(w http.ResponseWriter, r *http.Request, req
 		return res, src, false
 	}
 	if res.Outcome != keystore.OK {
-		refuse(w, res, a.name)
+		a.refuser.refuse(w, res)
 		return res, src, false
 	}
 	return res, src, true

@@ -19,15 +19,65 @@ type refusal struct {
 	RetryAfter    int    `json:"retry_after,omitempty"`
 }
 
+// refuser writes the refusals of one key header. The bodies of the
+// outcomes that do not depend on the request (missing, malformed, invalid,
+// revoked and expired keys: the ones a flood of bad credentials meets) are
+// encoded once, when the handler is provisioned.
+type refuser struct {
+	keyHeader string
+	fixed     [keystore.QuotaExceeded + 1][]byte
+}
+
+// fixedOutcomes are the outcomes whose refusal body is always the same.
+var fixedOutcomes = [...]keystore.Outcome{keystore.MissingKey, keystore.MalformedKey, keystore.InvalidKey, keystore.KeyRevoked, keystore.KeyExpired}
+
+func newRefuser(keyHeader string) (*refuser, error) {
+	rf := &refuser{keyHeader: keyHeader}
+	for _, o := range fixedOutcomes {
+		b, err := adminapi.EncodeJSON(refusalBody(keystore.Result{Outcome: o}, keyHeader))
+		if err != nil {
+			return nil, err
+		}
+		rf.fixed[o] = b
+	}
+	return rf, nil
+}
+
 // refuse writes the response for a verification outcome other than OK.
-func refuse(w http.ResponseWriter, res keystore.Result, keyHeader string) {
-	body := refusal{Error: res.Outcome.Code()}
+func (rf *refuser) refuse(w http.ResponseWriter, res keystore.Result) {
 	status := http.StatusUnauthorized
 	hdr := w.Header()
 	switch res.Outcome {
 	case keystore.MissingKey:
+		hdr["Www-Authenticate"] = []string{`Bearer realm="api"`}
+	case keystore.AccountInactive:
+		status = http.StatusForbidden
+	case keystore.InsufficientScope:
+		status = http.StatusForbidden
+		hdr["Www-Authenticate"] = []string{`Bearer error="insufficient_scope", scope="` + res.Required.String() + `"`}
+	case keystore.RateLimited:
+		status = http.StatusTooManyRequests
+		hdr["Retry-After"] = []string{strconv.Itoa(res.RetryAfter)}
+		setRateHeaders(hdr, res.Rate)
+	case keystore.QuotaExceeded:
+		status = http.StatusTooManyRequests
+		hdr["Retry-After"] = []string{strconv.Itoa(res.RetryAfter)}
+	default:
+		hdr["Www-Authenticate"] = []string{`Bearer realm="api", error="invalid_token"`}
+	}
+	if int(res.Outcome) < len(rf.fixed) && rf.fixed[res.Outcome] != nil {
+		adminapi.WriteJSONBody(w, status, rf.fixed[res.Outcome])
+		return
+	}
+	adminapi.WriteJSON(w, status, refusalBody(res, rf.keyHeader))
+}
+
+// refusalBody is the JSON body of the refusal of res.
+func refusalBody(res keystore.Result, keyHeader string) refusal {
+	body := refusal{Error: res.Outcome.Code()}
+	switch res.Outcome {
+	case keystore.MissingKey:
 		body.Message = "no API key was given: send it in the " + keyHeader + " header or as Authorization: Bearer <key>"
-		hdr.Set("WWW-Authenticate", `Bearer realm="api"`)
 	case keystore.MalformedKey:
 		body.Message = "the API key is not in the format this service issues"
 	case keystore.InvalidKey:
@@ -37,40 +87,38 @@ func refuse(w http.ResponseWriter, res keystore.Result, keyHeader string) {
 	case keystore.KeyExpired:
 		body.Message = "the API key has expired"
 	case keystore.AccountInactive:
-		status = http.StatusForbidden
 		body.AccountStatus = res.AccountStatus
 		body.Message = "the account of this API key is " + res.AccountStatus + ", so its keys cannot be used"
 	case keystore.InsufficientScope:
-		status = http.StatusForbidden
-		scope := res.Required.String()
-		body.RequiredScope = scope
-		body.Message = "this request requires the " + scope + " scope"
-		hdr.Set("WWW-Authenticate", `Bearer error="insufficient_scope", scope="`+scope+`"`)
+		body.RequiredScope = res.Required.String()
+		body.Message = "this request requires the " + body.RequiredScope + " scope"
 	case keystore.RateLimited:
-		status = http.StatusTooManyRequests
 		body.RetryAfter = res.RetryAfter
 		body.Message = "too many requests for this API key; retry after " + strconv.Itoa(res.RetryAfter) + " seconds"
-		hdr.Set("Retry-After", strconv.Itoa(res.RetryAfter))
-		setRateHeaders(hdr, res.Rate)
 	case keystore.QuotaExceeded:
-		status = http.StatusTooManyRequests
 		body.RetryAfter = res.RetryAfter
 		body.Message = "the usage quota of this API key or its account is used up until the period resets in " + strconv.Itoa(res.RetryAfter) + " seconds"
-		hdr.Set("Retry-After", strconv.Itoa(res.RetryAfter))
 	}
-	if status == http.StatusUnauthorized && res.Outcome != keystore.MissingKey {
-		hdr.Set("WWW-Authenticate", `Bearer realm="api", error="invalid_token"`)
-	}
-	adminapi.WriteJSON(w, status, body)
+	return body
 }
 
 // setRateHeaders sets the IETF httpapi draft's RateLimit-Limit (the
 // bucket size), RateLimit-Remaining and RateLimit-Reset (seconds until the
 // bucket is full), as Kong also sends them.
 func setRateHeaders(h http.Header, st keystore.RateState) {
-	h["Ratelimit-Limit"] = []string{strconv.Itoa(st.Limit)}
-	h["Ratelimit-Remaining"] = []string{strconv.Itoa(st.Remaining)}
-	h["Ratelimit-Reset"] = []string{strconv.Itoa(st.Reset)}
+	// Two allocations: the three numbers in one string, the three values
+	// in one array (an element each: values are never shared).
+	var buf [64]byte
+	b := strconv.AppendInt(buf[:0], int64(st.Limit), 10)
+	i := len(b)
+	b = strconv.AppendInt(b, int64(st.Remaining), 10)
+	j := len(b)
+	b = strconv.AppendInt(b, int64(st.Reset), 10)
+	nums := string(b)
+	vals := []string{nums[:i], nums[i:j], nums[j:]}
+	h["Ratelimit-Limit"] = vals[0:1:1]
+	h["Ratelimit-Remaining"] = vals[1:2:2]
+	h["Ratelimit-Reset"] = vals[2:3:3]
 }
 
 // storeUnavailable answers when the store failed to read: the request is

@@ -1,12 +1,15 @@
 package keystore
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
 	"go.uber.org/zap"
 )
 
@@ -14,12 +17,24 @@ import (
 // Keys in the database:
 //
 //	k/<id>             key record (JSON, with hashes in hex)
-//	h/<sha256>         id of the key whose current or grace-period string hashes to it
+//	h/<sha256>         for a key's current string: what verification needs
+//	                   of the key (hashEntry, JSON), so that a cache miss is
+//	                   one read; for the string a regenerate with a grace
+//	                   period replaced: the key's id (stores written before
+//	                   hashEntry existed have ids for current strings too;
+//	                   the next change of the key rewrites them)
 //	ak/<account>/<id>  index of keys by account (empty value)
 //	a/<account>        account (JSON)
 //	e/<id>/<event id>  audit event (JSON)
 //	q/k/<id>           a key's quota count (JSON {period, used})
 //	q/a/<account>      an account's quota count
+//	u/<id>             a key's last use (unix nanos, 8 bytes big-endian):
+//	                   the flush writes it apart from the record, so that
+//	                   recording a use never re-encodes the record
+//	r/<revoked>/<id>   index of revoked keys by revocation time (16 hex
+//	                   digits of unix nanos), so that the purge reads only
+//	                   the keys it deletes
+//	m/revoked-index    present once every revoked key is in r/
 const (
 	pfxKey      = "k/"
 	pfxHash     = "h/"
@@ -28,8 +43,11 @@ const (
 	pfxEvent    = "e/"
 	pfxQuotaKey = "q/k/"
 	pfxQuotaAcc = "q/a/"
+	pfxLastUsed = "u/"
+	pfxRevoked  = "r/"
 	schemaKey   = "m/schema"
 	schemaValue = "1"
+	revIndexKey = "m/revoked-index"
 )
 
 func keyK(id string) []byte          { return []byte(pfxKey + id) }
@@ -38,6 +56,24 @@ func keyAK(acct, id string) []byte   { return []byte(pfxAcctKey + acct + "/" + i
 func keyE(id, eventID string) []byte { return []byte(pfxEvent + id + "/" + eventID) }
 func keyQK(id string) []byte         { return []byte(pfxQuotaKey + id) }
 func keyQA(id string) []byte         { return []byte(pfxQuotaAcc + id) }
+func keyU(id string) []byte          { return []byte(pfxLastUsed + id) }
+func keyR(at time.Time, id string) []byte {
+	return fmt.Appendf(nil, "%s%016x/%s", pfxRevoked, uint64(unixNano(at)), id)
+}
+
+// parseKeyR returns the revocation time and id of an r/ key.
+func parseKeyR(key []byte) (int64, string, bool) {
+	rest := key[len(pfxRevoked):]
+	if len(rest) < 18 || rest[16] != '/' {
+		return 0, "", false
+	}
+	n, err := strconv.ParseUint(string(rest[:16]), 16, 64)
+	if err != nil {
+		return 0, "", false
+	}
+	return int64(n), string(rest[17:]), true
+}
+
 func keyH(h Hash) []byte {
 	b := make([]byte, len(pfxHash)+len(h))
 	copy(b, pfxHash)
@@ -45,25 +81,34 @@ func keyH(h Hash) []byte {
 	return b
 }
 
-// badgerOptions tunes Badger for this workload: tiny values (a few hundred
-// bytes), read-mostly, every write durable.
+// badgerOptions tunes Badger for this workload: small values (a few
+// hundred bytes), read-mostly, every write durable, and a verification
+// path that reads Badger only on a cache miss.
 //   - SyncWrites: every committed transaction is fsynced before the call
 //     returns, so an acknowledged mutation survives a crash.
-//   - MemTableSize 16 MiB (default 64): writes are rare and small; three
-//     memtables of 64 MiB would be most of the process's memory.
-//   - BlockCacheSize 32 MiB (default 256): hot keys are served from our own
-//     cache; Badger's block cache only helps cache misses.
+//   - MemTableSize 16 MiB (default 64), two of them: writes are rare and
+//     small; five memtables of 64 MiB would be most of the process's
+//     memory.
+//   - No compression, so no block cache: a block is read in place from
+//     the memory-mapped table, without a copy or a decompression (a
+//     Snappy block costs a 4 KiB allocation and about 3 µs to decompress
+//     on every cache miss, or a block cache of its own). Tables take about
+//     twice the disk. Tables written compressed by earlier versions stay
+//     readable (Badger records each table's compression) until compaction
+//     rewrites them.
+//   - Bloom filters at 0.1% false positives (default 1%): a lookup checks
+//     one filter per level, and a false positive costs a block search.
 //   - ValueThreshold stays at its default (1 MiB), so every value lives in
 //     the LSM tree and a lookup is one read, never a value-log seek.
-//   - Bloom filters (default false positive rate 1%) make a lookup of an
-//     unknown hash cheap: most tables are skipped without reading a block.
 func badgerOptions(dir string, logger *zap.Logger) badger.Options {
 	return badger.DefaultOptions(dir).
 		WithSyncWrites(true).
 		WithMemTableSize(16 << 20).
 		WithNumMemtables(2).
-		WithBlockCacheSize(32 << 20).
+		WithCompression(options.None).
+		WithBlockCacheSize(0).
 		WithIndexCacheSize(0).
+		WithBloomFalsePositive(0.001).
 		WithNumCompactors(2).
 		WithLogger(badgerLogger{logger.Sugar()}).
 		WithLoggingLevel(badger.WARNING)
@@ -76,8 +121,12 @@ func (b badgerLogger) Warningf(f string, a ...any) { b.l.Warnf("badger: "+f, a..
 func (b badgerLogger) Infof(f string, a ...any)    { b.l.Infof("badger: "+f, a...) }
 func (b badgerLogger) Debugf(f string, a ...any)   { b.l.Debugf("badger: "+f, a...) }
 
+// openOptions gives the options Open uses; tests replace it to write
+// stores as earlier versions did.
+var openOptions = badgerOptions
+
 func openBadger(dir string, logger *zap.Logger) (*badger.DB, error) {
-	db, err := badger.Open(badgerOptions(dir, logger))
+	db, err := badger.Open(openOptions(dir, logger))
 	if err != nil {
 		return nil, fmt.Errorf("opening key store at %s: %w", dir, err)
 	}
@@ -137,7 +186,43 @@ func (t txn) getJSON(key []byte, v any) error {
 	return item.Value(func(b []byte) error { return json.Unmarshal(b, v) })
 }
 
+// getKey returns a key's record with its last use.
 func (t txn) getKey(id string) (*Key, error) {
+	k, err := t.getRecord(id)
+	if err != nil {
+		return nil, err
+	}
+	return k, t.mergeStoredUse(k)
+}
+
+// mergeStoredUse sets k.LastUsedAt from u/ if that is later.
+func (t txn) mergeStoredUse(k *Key) error {
+	at, err := t.getLastUsed(k.ID)
+	if err != nil || at == 0 {
+		return err
+	}
+	if ts := time.Unix(0, at).UTC(); k.LastUsedAt == nil || ts.After(*k.LastUsedAt) {
+		k.LastUsedAt = &ts
+	}
+	return nil
+}
+
+// getLastUsed returns a key's stored last use (unix nanos), or 0.
+func (t txn) getLastUsed(id string) (int64, error) {
+	b, err := t.getRaw(keyU(id))
+	if err != nil || len(b) != 8 {
+		return 0, err
+	}
+	return int64(binary.BigEndian.Uint64(b)), nil
+}
+
+func (t txn) putLastUsed(id string, at int64) error {
+	return t.tx.Set(keyU(id), binary.BigEndian.AppendUint64(nil, uint64(at)))
+}
+
+// getRecord returns a key's record as stored, without reading u/: the
+// verification path does not need the last use.
+func (t txn) getRecord(id string) (*Key, error) {
 	item, err := t.tx.Get(keyK(id))
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return nil, ErrNotFound
@@ -153,17 +238,80 @@ func (t txn) getKey(id string) (*Key, error) {
 	return k, err
 }
 
-// idForHash returns the id the hash index names, or ErrNotFound.
-func (t txn) idForHash(h Hash) (string, error) {
+// hashEntry is the value of h/<hash> for a key's current string: the
+// fields of the record that verification reads. The record (k/<id>) stays
+// the source of every other field; both are written in one transaction.
+type hashEntry struct {
+	ID        string     `json:"id"`
+	Name      string     `json:"name"`
+	Account   string     `json:"account"`
+	Type      string     `json:"type"`
+	Scopes    []string   `json:"scopes"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	RateLimit *RateLimit `json:"rate_limit,omitempty"`
+	Quota     *Quota     `json:"quota,omitempty"`
+}
+
+func encodeHashEntry(k *Key) ([]byte, error) {
+	return json.Marshal(hashEntry{
+		ID: k.ID, Name: k.Name, Account: k.Account, Type: k.Type, Scopes: k.Scopes,
+		ExpiresAt: k.ExpiresAt, RevokedAt: k.RevokedAt, RateLimit: k.RateLimit, Quota: k.Quota,
+	})
+}
+
+// putHashEntry writes h/<hash> of the key's current string.
+func (t txn) putHashEntry(k *Key) error {
+	b, err := encodeHashEntry(k)
+	if err != nil {
+		return err
+	}
+	return t.tx.Set(keyH(k.Hash), b)
+}
+
+// keyForHash returns the key a hash names, for verification: from the
+// hash entry alone (a key with only the fields of hashEntry, and Hash),
+// or, for a grace-period string or an entry written before hashEntry
+// existed, the whole record. ErrNotFound if the hash is unknown.
+func (t txn) keyForHash(h Hash) (*Key, error) {
 	item, err := t.tx.Get(keyH(h))
 	if errors.Is(err, badger.ErrKeyNotFound) {
-		return "", ErrNotFound
+		return nil, ErrNotFound
 	}
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	v, err := item.ValueCopy(nil)
-	return string(v), err
+	var k *Key
+	var id string
+	err = item.Value(func(b []byte) error {
+		if len(b) == 0 || b[0] != '{' {
+			id = string(b)
+			return nil
+		}
+		var he hashEntry
+		if err := json.Unmarshal(b, &he); err != nil {
+			return fmt.Errorf("decoding the hash entry of key: %w", err)
+		}
+		k = &Key{
+			ID: he.ID, Name: he.Name, Account: he.Account, Type: he.Type, Scopes: he.Scopes,
+			ExpiresAt: he.ExpiresAt, RevokedAt: he.RevokedAt, RateLimit: he.RateLimit, Quota: he.Quota,
+			Hash: h,
+		}
+		return nil
+	})
+	if err != nil || k != nil {
+		return k, err
+	}
+	return t.getRecord(id)
+}
+
+// exists reports whether a key is present, without reading its value.
+func (t txn) exists(key []byte) (bool, error) {
+	_, err := t.tx.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // getRaw returns a value, or nil if the key is absent.
@@ -195,6 +343,27 @@ func (t txn) putJSON(key []byte, v any) error {
 }
 
 func (t txn) set(key, val []byte) error { return t.tx.Set(key, val) }
+
+// reindexRevoked keeps r/ in step with a key's revocation: before is the
+// record as stored, after the one replacing it (nil for a delete).
+func (t txn) reindexRevoked(before, after *Key) error {
+	var was, is *time.Time
+	if before != nil {
+		was = before.RevokedAt
+	}
+	if after != nil {
+		is = after.RevokedAt
+	}
+	if was != nil && (is == nil || !was.Equal(*is)) {
+		if err := t.del(keyR(*was, before.ID)); err != nil {
+			return err
+		}
+	}
+	if is != nil && (was == nil || !was.Equal(*is)) {
+		return t.set(keyR(*is, after.ID), []byte{})
+	}
+	return nil
+}
 
 // setHashTTL indexes a grace-period hash; Badger drops it after ttl.
 func (t txn) setHashTTL(h Hash, id string, ttl time.Duration) error {

@@ -74,10 +74,10 @@ func (s *Store) ImportKeys(in []ImportKey, f Format, actor string) ([]*Key, erro
 	}
 	err := s.view(func(t txn) error {
 		for i, k := range keys {
-			if _, err := t.idForHash(k.Hash); err == nil {
-				return invalid(fmt.Sprintf("keys[%d]", i), "keys[%d]: this key is already in the store", i)
-			} else if !errors.Is(err, ErrNotFound) {
+			if known, err := t.exists(keyH(k.Hash)); err != nil {
 				return err
+			} else if known {
+				return invalid(fmt.Sprintf("keys[%d]", i), "keys[%d]: this key is already in the store", i)
 			}
 		}
 		return nil
@@ -93,13 +93,18 @@ func (s *Store) ImportKeys(in []ImportKey, f Format, actor string) ([]*Key, erro
 		}
 		return nil
 	})
+	hashes := make([]Hash, len(keys))
+	for i, k := range keys {
+		hashes[i] = k.Hash
+	}
+	// Indexed even after a failed write, of which a prefix may be stored:
+	// the filter may hold hashes that are not stored, never the reverse.
+	s.indexed(hashes...)
 	if err != nil {
 		return nil, err
 	}
-	hashes := make([]Hash, len(keys))
 	out := make([]*Key, len(keys))
 	for i, k := range keys {
-		hashes[i] = k.Hash
 		out[i] = k.clone()
 	}
 	s.cache.invalidate(hashes...)

@@ -118,10 +118,10 @@ func (s *Store) insertKeys(keys []*Key, action, actor string) error {
 	}
 	err := s.update(func(t txn) error {
 		for _, k := range keys {
-			if _, err := t.idForHash(k.Hash); err == nil {
-				return fmt.Errorf("a key with this hash already exists: %w", ErrConflict)
-			} else if !errors.Is(err, ErrNotFound) {
+			if known, err := t.exists(keyH(k.Hash)); err != nil {
 				return err
+			} else if known {
+				return fmt.Errorf("a key with this hash already exists: %w", ErrConflict)
 			}
 			if err := writeNewKey(t.set, k, action, actor); err != nil {
 				return err
@@ -134,6 +134,7 @@ func (s *Store) insertKeys(keys []*Key, action, actor string) error {
 	}
 	for _, k := range keys {
 		s.cache.invalidate(k.Hash)
+		s.indexed(k.Hash)
 	}
 	return nil
 }
@@ -152,11 +153,20 @@ func writeNewKey(set func(key, val []byte) error, k *Key, action, actor string) 
 	if err := set(keyK(k.ID), rec); err != nil {
 		return err
 	}
-	if err := set(keyH(k.Hash), []byte(k.ID)); err != nil {
+	he, err := encodeHashEntry(k)
+	if err != nil {
+		return err
+	}
+	if err := set(keyH(k.Hash), he); err != nil {
 		return err
 	}
 	if err := set(keyAK(k.Account, k.ID), []byte{}); err != nil {
 		return err
+	}
+	if k.RevokedAt != nil {
+		if err := set(keyR(*k.RevokedAt, k.ID), []byte{}); err != nil {
+			return err
+		}
 	}
 	return set(keyE(k.ID, newEventID()), ev)
 }
@@ -236,7 +246,9 @@ func (s *Store) ListKeys(q ListQuery) ([]*Key, string, error) {
 			var k *Key
 			var err error
 			if val != nil {
-				k, err = decodeKey(val)
+				if k, err = decodeKey(val); err == nil {
+					err = t.mergeStoredUse(k)
+				}
 			} else {
 				k, err = t.getKey(id)
 			}
@@ -411,11 +423,12 @@ func (s *Store) RegenerateKey(id string, f Format, grace time.Duration, actor st
 		}
 		k.Hash = newHash
 		k.Hint = Hint(plain, f.Prefix)
-		return ActionRegenerated, t.set(keyH(newHash), []byte(k.ID))
+		return ActionRegenerated, nil // mutateKeyTx writes h/<newHash>
 	})
 	if err != nil {
 		return nil, "", err
 	}
+	s.indexed(newHash)
 	return k, plain, nil
 }
 
@@ -445,6 +458,12 @@ func (s *Store) mutateKeyTx(id, actor string, change func(txn, *Key) (string, er
 		}
 		k.UpdatedAt = s.now().UTC()
 		if err := t.putKey(k); err != nil {
+			return err
+		}
+		if err := t.putHashEntry(k); err != nil {
+			return err
+		}
+		if err := t.reindexRevoked(before, k); err != nil {
 			return err
 		}
 		return t.putEvent(id, Event{At: k.UpdatedAt, Action: action, Actor: actor, Changes: changes})
@@ -500,6 +519,12 @@ func (s *Store) deleteKeyIf(id string, cond func(*Key) bool) error {
 			return err
 		}
 		if err := t.del(keyQK(id)); err != nil {
+			return err
+		}
+		if err := t.del(keyU(id)); err != nil {
+			return err
+		}
+		if err := t.reindexRevoked(k, nil); err != nil {
 			return err
 		}
 		var events [][]byte

@@ -6,18 +6,21 @@ import (
 )
 
 // PurgeRevoked deletes keys revoked at or before cutoff, with their audit
-// events, and returns how many it deleted.
+// events, and returns how many it deleted. It reads the index of revoked
+// keys up to cutoff, not the records of every key.
 func (s *Store) PurgeRevoked(cutoff time.Time) (int, error) {
 	var ids []string
+	end := unixNano(cutoff)
 	err := s.view(func(t txn) error {
-		return t.scan([]byte(pfxKey), nil, false, true, func(_, val []byte) (bool, error) {
-			k, err := decodeKey(val)
-			if err != nil {
-				return false, err
+		return t.scan([]byte(pfxRevoked), nil, false, false, func(key, _ []byte) (bool, error) {
+			at, id, ok := parseKeyR(key)
+			if !ok {
+				return true, nil
 			}
-			if k.RevokedAt != nil && !k.RevokedAt.After(cutoff) {
-				ids = append(ids, k.ID)
+			if at > end {
+				return false, nil
 			}
+			ids = append(ids, id)
 			return true, nil
 		})
 	})
@@ -55,4 +58,49 @@ func (s *Store) PurgeRevokedIfDue(after, interval time.Duration) (n int, ran boo
 	}
 	n, err = s.PurgeRevoked(now.Add(-after))
 	return n, true, err
+}
+
+// indexRevoked builds the index of revoked keys of a store written before
+// the index existed: one scan of the records, once.
+func (s *Store) indexRevoked() error {
+	var done bool
+	err := s.view(func(t txn) error {
+		var err error
+		done, err = t.exists([]byte(revIndexKey))
+		return err
+	})
+	if err != nil || done {
+		return err
+	}
+	var revoked []*Key
+	err = s.view(func(t txn) error {
+		return t.scan([]byte(pfxKey), nil, false, true, func(_, val []byte) (bool, error) {
+			k, err := decodeKey(val)
+			if err != nil {
+				return false, err
+			}
+			if k.RevokedAt != nil {
+				revoked = append(revoked, k)
+			}
+			return true, nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	for start := 0; start < len(revoked); start += flushChunk {
+		chunk := revoked[start:min(start+flushChunk, len(revoked))]
+		err := s.update(func(t txn) error {
+			for _, k := range chunk {
+				if err := t.set(keyR(*k.RevokedAt, k.ID), []byte{}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return s.update(func(t txn) error { return t.set([]byte(revIndexKey), []byte{}) })
 }

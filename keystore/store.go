@@ -72,6 +72,12 @@ type Store struct {
 
 	// commits counts the write transactions committed to Badger.
 	commits atomic.Uint64
+	// missReads counts the Badger reads of the verification path (cache
+	// misses the hash filter let through).
+	missReads atomic.Uint64
+
+	// filters holds the filter of stored hashes that answers unknown keys.
+	filters filters
 
 	// importMu serializes imports: their hashes are checked before the
 	// bulk write, which has no conflict detection.
@@ -148,10 +154,12 @@ func Open(opts Options) (*Store, error) {
 		quotas:     &quotas{m: make(map[string]*quotaCounter)},
 	}
 	s.cache = newCache(opts.CacheSize, s.keepPendingUse)
+	s.filters.built = make(chan struct{})
 	if err := s.init(); err != nil {
 		db.Close()
 		return nil, err
 	}
+	s.startFilterBuild()
 	s.done.Add(1)
 	go s.background()
 	return s, nil
@@ -162,6 +170,9 @@ func (s *Store) init() error {
 	err := s.update(func(t txn) error {
 		item, err := t.tx.Get([]byte(schemaKey))
 		if errors.Is(err, badger.ErrKeyNotFound) {
+			if err := t.set([]byte(revIndexKey), []byte{}); err != nil {
+				return err
+			}
 			return t.set([]byte(schemaKey), []byte(schemaValue))
 		}
 		if err != nil {
@@ -176,6 +187,9 @@ func (s *Store) init() error {
 	})
 	if err != nil {
 		return err
+	}
+	if err := s.indexRevoked(); err != nil {
+		return fmt.Errorf("indexing revoked keys: %w", err)
 	}
 	err = s.view(func(t txn) error {
 		return t.scan([]byte(pfxAccount), nil, false, true, func(_, val []byte) (bool, error) {
@@ -211,6 +225,7 @@ func (s *Store) Close() error {
 	}
 	close(s.stop)
 	s.done.Wait()
+	s.stopFilterBuilds()
 	flushErr := s.Flush()
 	return errors.Join(flushErr, s.db.Close())
 }
@@ -323,20 +338,19 @@ func (s *Store) flushLastUsed() error {
 	return nil
 }
 
+// writeLastUsed stores a key's last use in u/, apart from the record: a
+// flush of many keys writes 8 bytes each instead of re-encoding records.
 func (s *Store) writeLastUsed(t txn, id string, at int64) error {
-	k, err := t.getKey(id)
-	if errors.Is(err, ErrNotFound) {
-		return nil // deleted since it was used
-	}
-	if err != nil {
+	// Reading the record's presence makes a concurrent delete conflict with
+	// this transaction, so a use is never stored for a deleted key.
+	if ok, err := t.exists(keyK(id)); err != nil || !ok {
 		return err
 	}
-	ts := time.Unix(0, at).UTC()
-	if k.LastUsedAt != nil && !ts.After(*k.LastUsedAt) {
-		return nil
+	stored, err := t.getLastUsed(id)
+	if err != nil || at <= stored {
+		return err
 	}
-	k.LastUsedAt = &ts
-	return t.putKey(k)
+	return t.putLastUsed(id, at)
 }
 
 func (s *Store) flushQuotas() error {

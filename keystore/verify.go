@@ -50,6 +50,9 @@ func (o Outcome) Code() string {
 type Result struct {
 	Outcome Outcome
 	// Key is set from InvalidKey on (for every outcome after the lookup).
+	// It holds what verification reads (id, name, account, type, scopes,
+	// expiry, revocation, rate limit, quota), not the metadata, hint or
+	// timestamps: a cache miss reads only the key's hash entry.
 	Key *Key
 	// Scopes are the key's granted scopes, parsed.
 	Scopes []Scope
@@ -243,21 +246,22 @@ func foreignShaped(cred string) bool {
 }
 
 // lookup finds the cache entry for a hash, reading Badger on a miss. It
-// returns nil for an unknown hash. Unknown hashes are not cached: Badger's
-// bloom filters answer them from memory, and a negative cache would be
-// memory an attacker could fill.
+// returns nil for an unknown hash. Unknown hashes are not cached (that
+// would be memory an attacker could fill): the filter of stored hashes
+// answers nearly all of them from memory.
 func (s *Store) lookup(h Hash) (*entry, error) {
 	if e := s.cache.get(h); e != nil {
 		return e, nil
 	}
+	if !s.filters.mayContain(&h) {
+		return nil, nil
+	}
+	s.missReads.Add(1)
 	gen := s.cache.gen.Load()
 	var k *Key
 	err := s.view(func(t txn) error {
-		id, err := t.idForHash(h)
-		if err != nil {
-			return err
-		}
-		k, err = t.getKey(id)
+		var err error
+		k, err = t.keyForHash(h)
 		return err
 	})
 	if errors.Is(err, ErrNotFound) {
