@@ -115,6 +115,8 @@ func (r report) markdown() string {
 			r.fill.importRate(), r.fill.keys, r.fill.importTime.Round(time.Millisecond), r.fill.batches)
 		p("| bulk load, Open to Close (key generation included) | %.0f keys/s (%s; generating %s, Close %s) |\n",
 			r.fill.wallRate(), r.fill.wall.Round(time.Millisecond), r.fill.generate.Round(time.Millisecond), r.fill.close.Round(time.Millisecond))
+		p("| after the bulk load, before Close: waiting for Badger's compactions to finish (not in the rates above; the measured Caddy meets the store at rest) | %s |\n",
+			r.fill.settle.Round(time.Millisecond))
 		if len(r.fill.calls) > 1 {
 			calls := make([]string, len(r.fill.calls))
 			for i, d := range r.fill.calls {
