@@ -46,6 +46,7 @@ type config struct {
 	retries     int
 	basePort    int
 	admin       string
+	memLimitMiB int
 }
 
 func main() {
@@ -69,6 +70,7 @@ func main() {
 	flag.BoolVar(&c.fillOnly, "fill-only", false, "stop after the bulk load (with -fill-profile: profile ImportKeys)")
 	flag.IntVar(&c.basePort, "port", 18001, "first site port: sites on port..port+3, upstream on port+9")
 	flag.StringVar(&c.admin, "admin", "127.0.0.1:18090", "admin endpoint of the measured Caddy (loopback only; needed by -profile)")
+	flag.IntVar(&c.memLimitMiB, "memory-limit-mib", 0, "after its last start, hold the measured Caddy in a memory cgroup of this many MiB (needs root; 0: no limit): the kernel then reclaims the page cache Badger's mapped tables put in its RSS, and kills it if its own memory does not fit")
 	flag.Parse()
 	if c.keys < 2 || c.sample < 1 || c.rounds < 1 || c.duration < time.Second || c.starts < 1 || c.threads < 1 || c.conns < c.threads {
 		fmt.Fprintln(os.Stderr, "bench: -keys must be >= 2; -sample, -rounds, -starts, -t must be >= 1, -c >= -t, -duration >= 1s")
@@ -172,6 +174,20 @@ func run(ctx context.Context, c config) error {
 		starts = append(starts, d)
 		logf("start %d: first served request (200 with a valid key) after %s", i+1, d.Round(time.Millisecond))
 	}
+	var cg *memCgroup
+	if c.memLimitMiB > 0 {
+		cg, err = newMemCgroup(fmt.Sprintf("apikey-bench-%d", os.Getpid()), int64(c.memLimitMiB)<<20)
+		if err != nil {
+			proc.stop()
+			return err
+		}
+		defer cg.remove() // after proc.stop below
+		if err := cg.add(proc.pid()); err != nil {
+			proc.stop()
+			return fmt.Errorf("moving Caddy into %s: %w", cg.dir, err)
+		}
+		logf("the measured Caddy runs in memory cgroup %s, limit %d MiB", cg.dir, c.memLimitMiB)
+	}
 	defer proc.stop()
 	memStart, _ := readRSS(proc.pid())
 	rateLimited, err := sanityCheck(ctx, ports, fill.samples)
@@ -203,6 +219,12 @@ func run(ctx context.Context, c config) error {
 	if err != nil {
 		return err
 	}
+	var cgPeak, cgHits int64
+	if cg != nil {
+		if cgPeak, cgHits, err = cg.stats(); err != nil {
+			logf("memory cgroup statistics: %v", err)
+		}
+	}
 	goMem, err := readMemStats(ctx, c.admin)
 	if err != nil {
 		logf("Go memory statistics from the admin endpoint: %v", err)
@@ -227,6 +249,8 @@ func run(ctx context.Context, c config) error {
 		starts:          starts,
 		memStart:        memStart,
 		mem:             mem,
+		cgPeak:          cgPeak,
+		cgHits:          cgHits,
 		goMem:           goMem,
 		pairs:           results,
 		profiles:        profiles,

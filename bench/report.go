@@ -18,6 +18,7 @@ type report struct {
 	fill            fillStats
 	starts          []time.Duration
 	memStart, mem   memUse
+	cgPeak, cgHits  int64 // memory cgroup (-memory-limit-mib): peak usage, times the limit was hit
 	goMem           *memStats
 	pairs           []pairResult
 	profiles        []string
@@ -135,6 +136,10 @@ func (r report) markdown() string {
 		c.keys, time.Duration(median(durations(r.starts))).Round(time.Millisecond), strings.Join(starts, ", "))
 	p("| Caddy RSS after start, before load | %s (anonymous %s, file-backed %s) |\n", mib(r.memStart.rss), mib(r.memStart.anon), mib(r.memStart.file))
 	p("| Caddy RSS after the load (VmRSS) | %s (anonymous %s, file-backed %s; peak VmHWM %s) |\n", mib(r.mem.rss), mib(r.mem.anon), mib(r.mem.file), mib(r.mem.hwm))
+	if r.cfg.memLimitMiB > 0 {
+		p("| memory cgroup of the measured Caddy (-memory-limit-mib) | limit %d MiB; peak usage %s (page cache included); limit reached %d times (the kernel reclaimed page cache); the process survived every pair |\n",
+			r.cfg.memLimitMiB, mib(r.cgPeak), r.cgHits)
+	}
 	if g := r.goMem; g != nil {
 		p("| Go runtime after the load (/debug/vars memstats) | Sys %s, HeapInuse %s, HeapIdle %s of which released %s, StackSys %s, NextGC %s, %d GCs |\n",
 			mib(g.Sys), mib(g.HeapInuse), mib(g.HeapIdle), mib(g.HeapReleased), mib(g.StackSys), mib(g.NextGC), g.NumGC)
@@ -169,8 +174,12 @@ func (r report) markdown() string {
 		}
 		return met(ok)
 	}
-	p("| RSS with 1,000,000 keys after load | <= 150 MiB | %s with %d keys (anonymous %s, file-backed %s) | %s |\n",
-		mib(r.mem.rss), c.keys, mib(r.mem.anon), mib(r.mem.file), scope(r.mem.rss <= targetRSS))
+	limit := ""
+	if c.memLimitMiB > 0 {
+		limit = fmt.Sprintf(", in a memory cgroup of %d MiB", c.memLimitMiB)
+	}
+	p("| RSS with 1,000,000 keys after load | <= 150 MiB | %s with %d keys%s (anonymous %s, file-backed %s) | %s |\n",
+		mib(r.mem.rss), c.keys, limit, mib(r.mem.anon), mib(r.mem.file), scope(r.mem.rss <= targetRSS))
 	st := time.Duration(median(durations(r.starts)))
 	p("| start to first served request, 1,000,000 keys | <= 2 s | %s with %d keys | %s |\n", st.Round(time.Millisecond), c.keys, scope(st <= targetStart))
 	if !r.fill.reused {
