@@ -30,8 +30,8 @@ type hashFilter struct {
 	// blockMask selects a block: the number of blocks is a power of two.
 	blockMask uint64
 	// capacity is the number of hashes the filter is sized for; added
-	// counts the hashes added (a store that outgrows the filter rebuilds
-	// it at twice the size).
+	// counts the hashes added, deleted keys' included (past capacity, the
+	// store rebuilds the filter for its current count).
 	capacity int
 	added    atomic.Int64
 }
@@ -88,8 +88,9 @@ func (f *hashFilter) full() bool { return f.added.Load() > int64(f.capacity) }
 
 // filters keeps the store's hash filter current: built in the background
 // when the store opens, added to after every commit that indexes a hash,
-// and rebuilt at a size to fit when the store outgrows it (a rebuild also
-// sheds the hashes of deleted keys).
+// and rebuilt, sized for the count of stored hashes plus a quarter, when
+// more were added than it was sized for (a rebuild also sheds the hashes
+// of deleted keys).
 type filters struct {
 	// cur is the filter lookups consult; nil until the first build ends,
 	// and until then every cache miss reads Badger.
