@@ -148,3 +148,13 @@ func noContent(w http.ResponseWriter) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusNoContent)
 }
+
+// FieldOf returns the request field that an error of this package names
+// (keys[3].scopes), or "".
+func FieldOf(err error) string {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae.Field
+	}
+	return ""
+}

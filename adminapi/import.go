@@ -53,22 +53,9 @@ func (a *API) importKeys(w http.ResponseWriter, r *http.Request, c Caller) error
 	if err != nil {
 		return err
 	}
-	entries, err := decodeImport(b)
+	in, err := ParseImport(b, a.format, a.acceptForeign, keystore.MaxImport)
 	if err != nil {
 		return err
-	}
-	in := make([]keystore.ImportKey, len(entries))
-	for i := range entries {
-		e := &entries[i]
-		at := "keys[" + strconv.Itoa(i) + "]"
-		nk, err := e.fields().newKey(at)
-		if err != nil {
-			return err
-		}
-		if e.Key != "" && !a.acceptForeign && a.format.Check(e.Key) != nil {
-			return invalidRequest(at+".key", "%s: the key is not in this server's key format (prefix %s, %d characters); to import keys of another format, enable accept_foreign_keys", at, a.format.Prefix, a.format.KeyLen())
-		}
-		in[i] = keystore.ImportKey{Key: e.Key, SHA256: e.SHA256, NewKey: nk}
 	}
 	start := time.Now()
 	keys, err := a.store.ImportKeys(in, a.format, c.Actor())
@@ -83,9 +70,36 @@ func (a *API) importKeys(w http.ResponseWriter, r *http.Request, c Caller) error
 	return nil
 }
 
+// ParseImport reads an import body, a JSON array of entries, as POST
+// /keys/import does (strictly: unknown or duplicate members, wrong types
+// and trailing data are errors naming the entry and field), for keys of
+// format f: a plaintext key of another format is refused unless
+// acceptForeign. At most max entries (0: no bound). The caddy apikey load
+// command reads its file with it.
+func ParseImport(b []byte, f keystore.Format, acceptForeign bool, max int) ([]keystore.ImportKey, error) {
+	entries, err := decodeImport(b, max)
+	if err != nil {
+		return nil, err
+	}
+	in := make([]keystore.ImportKey, len(entries))
+	for i := range entries {
+		e := &entries[i]
+		at := "keys[" + strconv.Itoa(i) + "]"
+		nk, err := e.fields().newKey(at)
+		if err != nil {
+			return nil, err
+		}
+		if e.Key != "" && !acceptForeign && f.Check(e.Key) != nil {
+			return nil, invalidRequest(at+".key", "%s: the key is not in this server's key format (prefix %s, %d characters); to import keys of another format, enable accept_foreign_keys", at, f.Prefix, f.KeyLen())
+		}
+		in[i] = keystore.ImportKey{Key: e.Key, SHA256: e.SHA256, NewKey: nk}
+	}
+	return in, nil
+}
+
 // decodeImport decodes the import body entry by entry, so that an error
-// names its entry.
-func decodeImport(b []byte) ([]importEntry, error) {
+// names its entry. At most max entries (0: no bound).
+func decodeImport(b []byte, max int) ([]importEntry, error) {
 	if t := bytes.TrimLeft(b, " \t\r\n"); len(t) == 0 || t[0] != '[' {
 		return nil, invalidRequest("", "the request body must be a JSON array of keys")
 	}
@@ -101,10 +115,14 @@ func decodeImport(b []byte) ([]importEntry, error) {
 		return nil, decodeError(err, "")
 	}
 	// An entry is 100 bytes or more.
-	entries := make([]importEntry, 0, min(len(b)/100+1, keystore.MaxImport))
+	capacity := len(b)/100 + 1
+	if max > 0 {
+		capacity = min(capacity, max)
+	}
+	entries := make([]importEntry, 0, capacity)
 	for i := 0; dec.More(); i++ {
-		if i == keystore.MaxImport {
-			return nil, invalidRequest("keys", "an import takes at most %d keys", keystore.MaxImport)
+		if i == max && max > 0 {
+			return nil, invalidRequest("keys", "an import takes at most %d keys", max)
 		}
 		entries = append(entries, importEntry{})
 		if err := dec.Decode(&entries[i]); err != nil {

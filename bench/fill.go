@@ -30,12 +30,13 @@ type keyFiles struct {
 }
 
 type fillStats struct {
+	method     string // "load" (keystore.Load) or "import" (ImportKeys)
 	keys       int
 	batches    int
 	reused     bool
 	open       time.Duration // keystore.Open of the empty store
 	generate   time.Duration // keystore.DefaultFormat().Generate(), all keys
-	importTime time.Duration // ImportKeys calls only
+	importTime time.Duration // the Load call or the ImportKeys calls only
 	settle     time.Duration // waiting for Badger's compactions to finish
 	close      time.Duration // Store.Close (flushes the memtable)
 	wall       time.Duration // open to close, less settle
@@ -44,7 +45,7 @@ type fillStats struct {
 	calls      []time.Duration
 }
 
-// importRate is keys per second spent in ImportKeys.
+// importRate is keys per second spent in Load or ImportKeys.
 func (f fillStats) importRate() float64 { return rate(f.keys, f.importTime) }
 
 // wallRate is keys per second from Open to Close, key generation included.
@@ -80,8 +81,9 @@ func benchKey(i int) keystore.NewKey {
 	return nk
 }
 
-// fillStore fills <out>/store-<N> with N keys through keystore.Open and
-// ImportKeys in batches of keystore.MaxImport, and writes the samples.
+// fillStore fills a new <out>/store-<N> with N keys, with keystore.Load
+// (-fill load) or ImportKeys in calls of keystore.MaxImport (-fill
+// import), and writes the samples.
 func fillStore(ctx context.Context, c config) (*fillResult, error) {
 	dir := filepath.Join(c.out, fmt.Sprintf("store-%d", c.keys))
 	files := keyFiles{
@@ -126,77 +128,24 @@ func fillStore(ctx context.Context, c config) (*fillResult, error) {
 		defer pprof.StopCPUProfile()
 	}
 
-	logf("filling %s with %d keys (ImportKeys, batches of %d)", dir, c.keys, keystore.MaxImport)
 	f := keystore.DefaultFormat()
 	st := &res.stats
 	st.keys = c.keys
+	st.method = c.fill
 	mon := &cpuMonitor{pids: []int{os.Getpid()}}
 	cpuBefore, err := mon.snapshot()
 	if err != nil {
 		return nil, err
 	}
 	wall := time.Now()
-	s, err := keystore.Open(keystore.Options{Dir: dir, LastUsedFlush: time.Hour})
+	if c.fill == "load" {
+		err = loadAll(ctx, c, dir, f, res)
+	} else {
+		err = importAll(ctx, c, dir, f, res)
+	}
 	if err != nil {
 		return nil, err
 	}
-	st.open = time.Since(wall)
-	closed := false
-	defer func() {
-		if !closed {
-			s.Close()
-		}
-	}()
-
-	stride := max(1, c.keys/c.sample)
-	batch := make([]keystore.ImportKey, 0, keystore.MaxImport)
-	lastLog := time.Now()
-	for start := 0; start < c.keys; start += keystore.MaxImport {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		n := min(keystore.MaxImport, c.keys-start)
-		batch = batch[:0]
-		t := time.Now()
-		for i := start; i < start+n; i++ {
-			plain, err := f.Generate()
-			if err != nil {
-				return nil, err
-			}
-			switch {
-			case i == 0:
-				res.samples.probe = plain
-			case i%stride == stride-1 && len(res.samples.valid) < c.sample:
-				res.samples.valid = append(res.samples.valid, plain)
-			}
-			batch = append(batch, keystore.ImportKey{Key: plain, NewKey: benchKey(i)})
-		}
-		st.generate += time.Since(t)
-		t = time.Now()
-		if _, err := s.ImportKeys(batch, f, "bench"); err != nil {
-			return nil, fmt.Errorf("ImportKeys (keys %d..%d): %w", start, start+n-1, err)
-		}
-		d := time.Since(t)
-		st.importTime += d
-		st.batches++
-		st.calls = append(st.calls, d)
-		if time.Since(lastLog) > 5*time.Second || start+n == c.keys {
-			logf("  %d/%d keys; this batch %s (%.0f keys/s)", start+n, c.keys, d.Round(time.Millisecond), rate(n, d))
-			lastLog = time.Now()
-		}
-	}
-	// The measured Caddy should meet the store at rest, as a proxy does
-	// most of its life, not pay the compactions of a bulk load that
-	// just happened (they would land in whichever rounds they overlap).
-	t := time.Now()
-	settleProcess(5 * time.Minute)
-	st.settle = time.Since(t)
-	t = time.Now()
-	closed = true
-	if err := s.Close(); err != nil {
-		return nil, fmt.Errorf("closing the store: %w", err)
-	}
-	st.close = time.Since(t)
 	st.wall = time.Since(wall) - st.settle
 	if cpuAfter, err := mon.snapshot(); err == nil {
 		st.foreign = foreignShare(cpuBefore, cpuAfter, 0)
@@ -340,4 +289,112 @@ func settleProcess(max time.Duration) {
 		prev = now
 	}
 	logf("  Badger was still compacting after %s; closing anyway", max)
+}
+
+// importAll fills the store with ImportKeys, in calls of keystore.MaxImport
+// keys, the way a running store takes keys.
+func importAll(ctx context.Context, c config, dir string, f keystore.Format, res *fillResult) error {
+	logf("filling %s with %d keys (ImportKeys, batches of %d)", dir, c.keys, keystore.MaxImport)
+	st := &res.stats
+	wall := time.Now()
+	s, err := keystore.Open(keystore.Options{Dir: dir, LastUsedFlush: time.Hour})
+	if err != nil {
+		return err
+	}
+	st.open = time.Since(wall)
+	closed := false
+	defer func() {
+		if !closed {
+			s.Close()
+		}
+	}()
+
+	stride := max(1, c.keys/c.sample)
+	batch := make([]keystore.ImportKey, 0, keystore.MaxImport)
+	lastLog := time.Now()
+	for start := 0; start < c.keys; start += keystore.MaxImport {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n := min(keystore.MaxImport, c.keys-start)
+		batch = batch[:0]
+		t := time.Now()
+		for i := start; i < start+n; i++ {
+			ik, err := res.newEntry(f, i, stride, c.sample)
+			if err != nil {
+				return err
+			}
+			batch = append(batch, ik)
+		}
+		st.generate += time.Since(t)
+		t = time.Now()
+		if _, err := s.ImportKeys(batch, f, "bench"); err != nil {
+			return fmt.Errorf("ImportKeys (keys %d..%d): %w", start, start+n-1, err)
+		}
+		d := time.Since(t)
+		st.importTime += d
+		st.batches++
+		st.calls = append(st.calls, d)
+		if time.Since(lastLog) > 5*time.Second || start+n == c.keys {
+			logf("  %d/%d keys; this batch %s (%.0f keys/s)", start+n, c.keys, d.Round(time.Millisecond), rate(n, d))
+			lastLog = time.Now()
+		}
+	}
+	// The measured Caddy should meet the store at rest, as a proxy does
+	// most of its life, not pay the compactions of a bulk load that
+	// just happened (they would land in whichever rounds they overlap).
+	t := time.Now()
+	settleProcess(5 * time.Minute)
+	st.settle = time.Since(t)
+	t = time.Now()
+	closed = true
+	if err := s.Close(); err != nil {
+		return fmt.Errorf("closing the store: %w", err)
+	}
+	st.close = time.Since(t)
+	return nil
+}
+
+// loadAll fills the new store with keystore.Load, in one call.
+func loadAll(ctx context.Context, c config, dir string, f keystore.Format, res *fillResult) error {
+	logf("filling %s with %d keys (keystore.Load, one call)", dir, c.keys)
+	st := &res.stats
+	stride := max(1, c.keys/c.sample)
+	t := time.Now()
+	in := make([]keystore.ImportKey, c.keys)
+	for i := range in {
+		if i%65536 == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		ik, err := res.newEntry(f, i, stride, c.sample)
+		if err != nil {
+			return err
+		}
+		in[i] = ik
+	}
+	st.generate = time.Since(t)
+	t = time.Now()
+	if _, err := keystore.Load(keystore.Options{Dir: dir}, in, f, "bench"); err != nil {
+		return err
+	}
+	d := time.Since(t)
+	st.importTime, st.batches, st.calls = d, 1, []time.Duration{d}
+	logf("  %d keys loaded in %s (%.0f keys/s)", c.keys, d.Round(time.Millisecond), rate(c.keys, d))
+	return nil
+}
+
+// newEntry generates key i of the store, keeping it as the probe (key 0)
+// or as one of the sample of valid keys (every stride-th, up to sample).
+func (res *fillResult) newEntry(f keystore.Format, i, stride, sample int) (keystore.ImportKey, error) {
+	plain, err := f.Generate()
+	if err != nil {
+		return keystore.ImportKey{}, err
+	}
+	switch {
+	case i == 0:
+		res.samples.probe = plain
+	case i%stride == stride-1 && len(res.samples.valid) < sample:
+		res.samples.valid = append(res.samples.valid, plain)
+	}
+	return keystore.ImportKey{Key: plain, NewKey: benchKey(i)}, nil
 }

@@ -47,6 +47,7 @@ type config struct {
 	basePort    int
 	admin       string
 	memLimitMiB int
+	fill        string
 }
 
 func main() {
@@ -67,13 +68,18 @@ func main() {
 	flag.DurationVar(&c.quietWait, "quiet-wait", time.Minute, "before a round, wait up to this long for other processes to leave the CPU idle")
 	flag.DurationVar(&c.waitBudget, "wait-budget", 5*time.Minute, "most time a run spends in all waiting for quiet and running disturbed rounds again")
 	flag.IntVar(&c.retries, "retries", 2, "times a round is run again when other processes used more than 3% of the CPU during it")
-	flag.BoolVar(&c.fillOnly, "fill-only", false, "stop after the bulk load (with -fill-profile: profile ImportKeys)")
+	flag.BoolVar(&c.fillOnly, "fill-only", false, "stop after the bulk load (with -fill-profile: profile it)")
 	flag.IntVar(&c.basePort, "port", 18001, "first site port: sites on port..port+3, upstream on port+9")
 	flag.StringVar(&c.admin, "admin", "127.0.0.1:18090", "admin endpoint of the measured Caddy (loopback only; needed by -profile)")
+	flag.StringVar(&c.fill, "fill", "load", "how the store is filled: load (keystore.Load, the offline bulk loader: one call into a new store) or import (ImportKeys in calls of 100,000, as a running store takes keys)")
 	flag.IntVar(&c.memLimitMiB, "memory-limit-mib", 0, "after its last start, hold the measured Caddy in a memory cgroup of this many MiB (needs root; 0: no limit): the kernel then reclaims the page cache Badger's mapped tables put in its RSS, and kills it if its own memory does not fit")
 	flag.Parse()
 	if c.keys < 2 || c.sample < 1 || c.rounds < 1 || c.duration < time.Second || c.starts < 1 || c.threads < 1 || c.conns < c.threads {
 		fmt.Fprintln(os.Stderr, "bench: -keys must be >= 2; -sample, -rounds, -starts, -t must be >= 1, -c >= -t, -duration >= 1s")
+		os.Exit(2)
+	}
+	if c.fill != "load" && c.fill != "import" {
+		fmt.Fprintln(os.Stderr, "bench: -fill must be load or import")
 		os.Exit(2)
 	}
 	if !strings.HasPrefix(c.admin, "127.0.0.1:") && !strings.HasPrefix(c.admin, "localhost:") {

@@ -108,16 +108,11 @@ func (h storeHandle) Destruct() error { return h.Close() }
 // Provision sets the defaults and opens (or shares) the store.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
-	a.format = keystore.Format{Prefix: a.Prefix, Length: a.Length, Checksum: a.Checksum == nil || *a.Checksum}
-	if a.format.Prefix == "" {
-		a.format.Prefix = keystore.DefaultPrefix
-	}
-	if a.format.Length == 0 {
-		a.format.Length = keystore.DefaultLength
-	}
-	if err := a.format.Validate(); err != nil {
+	f, abs, err := a.formatAndDir()
+	if err != nil {
 		return err
 	}
+	a.format, a.dir = f, abs
 	if err := a.RateLimit.Validate(); err != nil {
 		return err
 	}
@@ -125,15 +120,6 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.RateLimit != nil {
 		a.limit = a.RateLimit.Effective(keystore.DefaultLimit)
 	}
-	dir := a.Storage
-	if dir == "" {
-		dir = filepath.Join(caddy.AppDataDir(), "apikey")
-	}
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return fmt.Errorf("storage %s: %v", dir, err)
-	}
-	a.dir = abs
 	val, loaded, err := stores.LoadOrNew(abs, func() (caddy.Destructor, error) {
 		s, err := keystore.Open(keystore.Options{
 			Dir:           abs,
@@ -153,6 +139,30 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.api = adminapi.New(adminapi.Options{Store: a.store, Format: a.format, Logger: a.logger.Named("admin"), AcceptForeign: a.AcceptForeignKeys})
 	a.logger.Info("key store ready", zap.String("storage", abs), zap.Bool("shared", loaded))
 	return nil
+}
+
+// formatAndDir is the key format and the absolute storage directory the
+// options give, defaults applied (caddy apikey load reads them too).
+func (a *App) formatAndDir() (keystore.Format, string, error) {
+	f := keystore.Format{Prefix: a.Prefix, Length: a.Length, Checksum: a.Checksum == nil || *a.Checksum}
+	if f.Prefix == "" {
+		f.Prefix = keystore.DefaultPrefix
+	}
+	if f.Length == 0 {
+		f.Length = keystore.DefaultLength
+	}
+	if err := f.Validate(); err != nil {
+		return keystore.Format{}, "", err
+	}
+	dir := a.Storage
+	if dir == "" {
+		dir = filepath.Join(caddy.AppDataDir(), "apikey")
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return keystore.Format{}, "", fmt.Errorf("storage %s: %v", dir, err)
+	}
+	return f, abs, nil
 }
 
 // Validate checks settings that Provision does not.

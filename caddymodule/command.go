@@ -32,6 +32,7 @@ func init() {
 Manages API keys and accounts through the admin endpoint of the running
 Caddy (its /apikey/ routes): create, list, show, revoke, activate,
 regenerate, delete and import keys, and create, list and suspend accounts.
+"load" is the exception: it fills a new store offline, with Caddy stopped.
 
 The admin endpoint is found as "caddy reload" finds it: --address if given;
 otherwise the admin address of the --config file (or of the Caddyfile in
@@ -152,7 +153,7 @@ create ("name", "scopes", "account", "expires_at", "type", ...).`,
 	}
 	account.AddCommand(accountCreate, accountList, accountSetStatus)
 
-	cmd.AddCommand(create, list, show, revoke, activate, regenerate, del, imp, account)
+	cmd.AddCommand(create, list, show, revoke, activate, regenerate, del, imp, cliLoadCommand(), account)
 }
 
 // cli is what a subcommand runs with: where its output goes and how it
@@ -529,16 +530,25 @@ func cliDelete(c *cli, args []string) error {
 	return err
 }
 
-func cliImport(c *cli, args []string) error {
+// cliReadFile reads a file argument, - for stdin.
+func cliReadFile(c *cli, name string) ([]byte, error) {
 	var data []byte
 	var err error
-	if args[0] == "-" {
+	if name == "-" {
 		data, err = io.ReadAll(c.cmd.InOrStdin())
 	} else {
-		data, err = os.ReadFile(args[0])
+		data, err = os.ReadFile(name)
 	}
 	if err != nil {
-		return fmt.Errorf("reading %s: %v", args[0], err)
+		return nil, fmt.Errorf("reading %s: %v", name, err)
+	}
+	return data, nil
+}
+
+func cliImport(c *cli, args []string) error {
+	data, err := cliReadFile(c, args[0])
+	if err != nil {
+		return err
 	}
 	var entries []json.RawMessage
 	if err := json.Unmarshal(data, &entries); err != nil {

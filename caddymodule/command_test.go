@@ -541,7 +541,7 @@ func TestCommandRegistered(t *testing.T) {
 	cmd := &cobra.Command{Use: "apikey"}
 	reg.CobraFunc(cmd)
 	for _, path := range [][]string{
-		{"create"}, {"list"}, {"show"}, {"revoke"}, {"activate"}, {"regenerate"}, {"delete"}, {"import"},
+		{"create"}, {"list"}, {"show"}, {"revoke"}, {"activate"}, {"regenerate"}, {"delete"}, {"import"}, {"load"},
 		{"account", "create"}, {"account", "list"}, {"account", "set-status"},
 	} {
 		c, rest, err := cmd.Find(path)

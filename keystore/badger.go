@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
+	"github.com/dgraph-io/badger/v4/pb"
+	"github.com/dgraph-io/ristretto/v2/z"
 	"go.uber.org/zap"
 )
 
@@ -462,3 +465,111 @@ func (s *Store) readQuota(key []byte) ([]byte, error) {
 
 // isTxnTooBig reports whether a transaction exceeded Badger's size bound.
 func isTxnTooBig(err error) bool { return errors.Is(err, badger.ErrTxnTooBig) }
+
+// kv is one key and value for streamLoad.
+type kv struct{ key, val []byte }
+
+// streamLoad replaces the whole database with the entries the streams
+// give, with Badger's StreamWriter: it builds sorted tables directly into
+// the last level (no write-ahead log, no memtable, no compaction), which
+// is how Badger bootstraps a database. Each stream returns its entries in
+// sorted order, a batch per call, and nil at its end; the streams' key
+// ranges must not overlap. Streams are encoded concurrently, one
+// goroutine each, and written by this one. Nobody else may use db
+// meanwhile. The tables and the manifest are synced before it returns; a
+// crash before that leaves the database to be loaded again (Prepare drops
+// everything).
+func streamLoad(db *badger.DB, streams []func() ([]kv, error)) error {
+	sw := db.NewStreamWriter()
+	if err := sw.Prepare(); err != nil {
+		return err
+	}
+	// Encoded batches go from the streams' goroutines to the writer; the
+	// buffers come back for reuse (a new z.Buffer is zeroed memory).
+	type batch struct {
+		buf *z.Buffer
+		err error
+	}
+	const buffers = 6
+	free := make(chan *z.Buffer, buffers)
+	for range buffers {
+		free <- z.NewBuffer(4<<20, "apikey.load")
+	}
+	full := make(chan batch)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for id, next := range streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				entries, err := next()
+				if err != nil || len(entries) == 0 {
+					if err != nil {
+						select {
+						case full <- batch{err: err}:
+						case <-stop:
+						}
+					}
+					return
+				}
+				var buf *z.Buffer
+				select {
+				case buf = <-free:
+				case <-stop:
+					return
+				}
+				buf.Reset()
+				for _, e := range entries {
+					badger.KVToBuffer(&pb.KV{Key: e.key, Value: e.val, Version: 1, StreamId: uint32(id + 1)}, buf)
+				}
+				select {
+				case full <- batch{buf: buf}:
+				case <-stop:
+					return
+				}
+			}
+		}()
+	}
+	go func() {
+		wg.Wait()
+		close(full)
+	}()
+	var err error
+	for b := range full {
+		if err == nil {
+			err = b.err
+			if err == nil {
+				err = sw.Write(b.buf)
+			}
+			if err != nil {
+				close(stop)
+			}
+		}
+		if b.buf != nil {
+			free <- b.buf
+		}
+	}
+	close(free)
+	for buf := range free {
+		_ = buf.Release()
+	}
+	if err != nil {
+		sw.Cancel()
+		return err
+	}
+	return sw.Flush()
+}
+
+// allEntries returns every entry of the database (for a store that holds
+// no keys yet: its accounts and markers).
+func allEntries(db *badger.DB) ([]kv, error) {
+	var out []kv
+	err := db.View(func(tx *badger.Txn) error {
+		return txn{tx}.scan(nil, nil, false, true, func(key, val []byte) (bool, error) {
+			out = append(out, kv{append([]byte(nil), key...), val})
+			return true, nil
+		})
+	})
+	return out, err
+}

@@ -40,26 +40,9 @@ func (s *Store) ImportKeys(in []ImportKey, f Format, actor string) ([]*Key, erro
 	if len(in) > MaxImport {
 		return nil, invalid("keys", "an import takes at most %d keys, got %d", MaxImport, len(in))
 	}
-	now := s.now().UTC()
-	keys := make([]*Key, len(in))
-	seen := make(map[Hash]int, len(in))
-	for i := range in {
-		k, err := importedKey(&in[i], f, now)
-		if err != nil {
-			var ie *InvalidError
-			if errors.As(err, &ie) {
-				return nil, &InvalidError{
-					Field:   fmt.Sprintf("keys[%d].%s", i, ie.Field),
-					Message: fmt.Sprintf("keys[%d]: %s", i, ie.Message),
-				}
-			}
-			return nil, err
-		}
-		if j, dup := seen[k.Hash]; dup {
-			return nil, invalid(fmt.Sprintf("keys[%d]", i), "keys[%d]: the same key as keys[%d]", i, j)
-		}
-		seen[k.Hash] = i
-		keys[i] = k
+	keys, err := importedKeys(in, f, s.now().UTC())
+	if err != nil {
+		return nil, err
 	}
 
 	s.importMu.Lock()
@@ -72,7 +55,7 @@ func (s *Store) ImportKeys(in []ImportKey, f Format, actor string) ([]*Key, erro
 			return nil, invalid(fmt.Sprintf("keys[%d].account", i), "keys[%d]: account %q does not exist", i, k.Account)
 		}
 	}
-	err := s.view(func(t txn) error {
+	err = s.view(func(t txn) error {
 		for i, k := range keys {
 			if known, err := t.exists(keyH(k.Hash)); err != nil {
 				return err
@@ -109,6 +92,31 @@ func (s *Store) ImportKeys(in []ImportKey, f Format, actor string) ([]*Key, erro
 	}
 	s.cache.invalidate(hashes...)
 	return out, nil
+}
+
+// importedKeys validates a batch to import: each entry, and no key twice.
+func importedKeys(in []ImportKey, f Format, now time.Time) ([]*Key, error) {
+	keys := make([]*Key, len(in))
+	seen := make(map[Hash]int, len(in))
+	for i := range in {
+		k, err := importedKey(&in[i], f, now)
+		if err != nil {
+			var ie *InvalidError
+			if errors.As(err, &ie) {
+				return nil, &InvalidError{
+					Field:   fmt.Sprintf("keys[%d].%s", i, ie.Field),
+					Message: fmt.Sprintf("keys[%d]: %s", i, ie.Message),
+				}
+			}
+			return nil, err
+		}
+		if j, dup := seen[k.Hash]; dup {
+			return nil, invalid(fmt.Sprintf("keys[%d]", i), "keys[%d]: the same key as keys[%d]", i, j)
+		}
+		seen[k.Hash] = i
+		keys[i] = k
+	}
+	return keys, nil
 }
 
 func importedKey(ik *ImportKey, f Format, now time.Time) (*Key, error) {

@@ -1,0 +1,117 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/spf13/cobra"
+
+	"github.com/caddy-apikey/caddy-apikey/adminapi"
+	"github.com/caddy-apikey/caddy-apikey/keystore"
+)
+
+// cliLoadCommand is caddy apikey load: the offline bulk loader.
+func cliLoadCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "load [--config <path> [--adapter <name>]] <file>",
+		Short: "Loads keys into a new store, with Caddy stopped (for migrations)",
+		Long: `Loads existing keys into a store that holds none yet, all or nothing, from a
+JSON array of entries in the format of import ("key" or "sha256", and the
+fields of create). It writes the store's files directly, several times
+faster than import, so Caddy must not be running with the store: start it
+after the load. Keys are added to a store in use with import.
+
+The store and the key format are those of the apikey global options of
+--config (or of the Caddyfile in the current directory): storage, prefix,
+length, checksum and accept_foreign_keys. The store's accounts are kept;
+entries naming other accounts are refused.`,
+		Args: cobra.ExactArgs(1),
+		RunE: cliRunE(cliLoad),
+	}
+}
+
+func cliLoad(c *cli, args []string) error {
+	fs := c.cmd.Flags()
+	configFile, _ := fs.GetString("config")
+	adapter, _ := fs.GetString("adapter")
+	app, err := cliAppOptions(configFile, adapter, c.cmd.InOrStdin())
+	if err != nil {
+		return err
+	}
+	format, dir, err := app.formatAndDir()
+	if err != nil {
+		return err
+	}
+	data, err := cliReadFile(c, args[0])
+	if err != nil {
+		return err
+	}
+	in, err := adminapi.ParseImport(data, format, app.AcceptForeignKeys, 0)
+	if err != nil {
+		return cliEntryError(args[0], err, adminapi.FieldOf(err))
+	}
+	start := time.Now()
+	keys, err := keystore.Load(keystore.Options{Dir: dir}, in, format, "cli")
+	if ie := (*keystore.InvalidError)(nil); errors.As(err, &ie) {
+		return cliEntryError(args[0], err, ie.Field)
+	}
+	if err != nil {
+		return err
+	}
+	took := time.Since(start)
+	if c.json {
+		return json.NewEncoder(c.out).Encode(map[string]any{"loaded": len(keys), "storage": dir, "seconds": took.Seconds()})
+	}
+	noun := "keys"
+	if len(keys) == 1 {
+		noun = "key"
+	}
+	_, err = fmt.Fprintf(c.out, "Loaded %d %s into %s in %s.\n", len(keys), noun, dir, took.Round(time.Millisecond))
+	return err
+}
+
+// cliAppOptions reads the apikey global options of a config file (or of
+// ./Caddyfile), as Caddy would adapt it.
+func cliAppOptions(configFile, adapter string, stdin io.Reader) (*App, error) {
+	if configFile == "" {
+		if adapter != "" {
+			return nil, errors.New("--adapter needs --config")
+		}
+		if _, err := os.Stat("Caddyfile"); err != nil || caddyconfig.GetAdapter("caddyfile") == nil {
+			return nil, errors.New("load needs the config that names the store: --config <path> (or a Caddyfile in the current directory)")
+		}
+		configFile = "Caddyfile"
+	}
+	config, err := cliLoadConfig(configFile, adapter, stdin)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %v", configFile, err)
+	}
+	var cfg struct {
+		Apps struct {
+			APIKey json.RawMessage `json:"apikey"`
+		} `json:"apps"`
+	}
+	if err := json.Unmarshal(config, &cfg); err != nil {
+		return nil, fmt.Errorf("reading %s: %v", configFile, err)
+	}
+	app := new(App)
+	if len(cfg.Apps.APIKey) > 0 {
+		if err := json.Unmarshal(cfg.Apps.APIKey, app); err != nil {
+			return nil, fmt.Errorf("the apikey options of %s: %v", configFile, err)
+		}
+	}
+	return app, nil
+}
+
+// cliEntryError names the file and, if known, the entry's field.
+func cliEntryError(file string, err error, field string) error {
+	if field == "" {
+		return fmt.Errorf("%s: %v", file, err)
+	}
+	return fmt.Errorf("%s: %v (field %s)", file, err, field)
+}

@@ -1,0 +1,186 @@
+package keystore
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Load stores keys in a store that holds none yet, offline: for a
+// migration into a new deployment. No other process may have the store
+// open (Badger's directory lock refuses a second one). The store is
+// created if it does not exist; its accounts are kept.
+//
+// The entries are validated as ImportKeys validates them (all or nothing,
+// the same *InvalidError), without ImportKeys's bound on their number,
+// then written as sorted tables with Badger's StreamWriter: no write-ahead
+// log, no memtable, no compaction, which is what makes it several times
+// faster than ImportKeys. The result is the store ImportKeys would have
+// written (records, hash entries, account index, one created event per
+// key by actor). It is all or nothing on disk too: until the tables and
+// the manifest are synced, a crash leaves the store to be loaded again.
+func Load(opts Options, in []ImportKey, f Format, actor string) ([]*Key, error) {
+	if len(in) == 0 {
+		return nil, invalid("keys", "the load must contain at least one key")
+	}
+	s, err := Open(opts) // creates the store and its default account
+	if err != nil {
+		return nil, err
+	}
+	keys, err := s.keysToLoad(in, f)
+	if cerr := s.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	db, err := openBadger(opts.Dir, s.log)
+	if err != nil {
+		return nil, err
+	}
+	existing, err := allEntries(db)
+	if err == nil {
+		var streams []func() ([]kv, error)
+		if streams, err = loadStreams(existing, keys, actor); err == nil {
+			err = streamLoad(db, streams)
+		}
+	}
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("loading keys into %s: %w", opts.Dir, err)
+	}
+	return keys, nil
+}
+
+// keysToLoad validates the entries against an open store with no keys.
+func (s *Store) keysToLoad(in []ImportKey, f Format) ([]*Key, error) {
+	var hasKeys bool
+	err := s.view(func(t txn) error {
+		return t.scan([]byte(pfxKey), nil, false, false, func([]byte, []byte) (bool, error) {
+			hasKeys = true
+			return false, nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	if hasKeys {
+		return nil, errors.New("the store already holds keys: load fills a new store; add keys to a store in use with an import")
+	}
+	keys, err := importedKeys(in, f, s.now().UTC())
+	if err != nil {
+		return nil, err
+	}
+	for i, k := range keys {
+		if _, ok := s.accounts[k.Account]; !ok {
+			return nil, invalid(fmt.Sprintf("keys[%d].account", i), "keys[%d]: account %q does not exist", i, k.Account)
+		}
+	}
+	return keys, nil
+}
+
+// loadBatch is how many entries a stream hands to the writer at a time.
+const loadBatch = 8192
+
+// loadStreams arranges what the store will hold into streams of sorted,
+// non-overlapping key ranges: one per prefix. The existing entries (a
+// store without keys holds its accounts, their quota counts and markers)
+// keep their own; the keys' entries are encoded batch by batch, so that
+// only the key records are held in memory.
+func loadStreams(existing []kv, keys []*Key, actor string) ([]func() ([]kv, error), error) {
+	ours := []string{pfxAcctKey, pfxEvent, pfxHash, pfxKey}
+	groups := map[string][]kv{}
+	var order []string
+	for _, e := range existing {
+		p, _, ok := strings.Cut(string(e.key), "/")
+		if !ok {
+			return nil, fmt.Errorf("unexpected entry %q in a store without keys", e.key)
+		}
+		p += "/"
+		if slices.Contains(ours, p) || p == pfxLastUsed || p == pfxRevoked {
+			return nil, fmt.Errorf("the store holds %s entries without holding keys; load fills a new store", p)
+		}
+		if _, seen := groups[p]; !seen {
+			order = append(order, p)
+		}
+		groups[p] = append(groups[p], e) // already sorted: allEntries reads in key order
+	}
+	var streams []func() ([]kv, error)
+	for _, p := range order {
+		streams = append(streams, fixedStream(groups[p]))
+	}
+
+	byID := slices.Clone(keys)
+	slices.SortFunc(byID, func(a, b *Key) int { return cmp.Compare(a.ID, b.ID) })
+	// ak/<account>/<id> in byte order: "acme-2/" sorts before "acme/".
+	byAccount := slices.Clone(byID)
+	slices.SortStableFunc(byAccount, func(a, b *Key) int { return cmpSegment(a.Account, b.Account) })
+	byHash := slices.Clone(keys)
+	slices.SortFunc(byHash, func(a, b *Key) int { return bytes.Compare(a.Hash[:], b.Hash[:]) })
+
+	streams = append(streams,
+		keyStream(byAccount, func(k *Key) (kv, error) { return kv{keyAK(k.Account, k.ID), []byte{}}, nil }),
+		keyStream(byID, func(k *Key) (kv, error) {
+			ev, err := json.Marshal(Event{At: k.CreatedAt, Action: ActionCreated, Actor: actor, Changes: created(k)})
+			return kv{keyE(k.ID, newEventID()), ev}, err
+		}),
+		keyStream(byHash, func(k *Key) (kv, error) {
+			he, err := encodeHashEntry(k)
+			return kv{keyH(k.Hash), he}, err
+		}),
+		keyStream(byID, func(k *Key) (kv, error) {
+			rec, err := encodeKey(k)
+			return kv{keyK(k.ID), rec}, err
+		}),
+	)
+	return streams, nil
+}
+
+// fixedStream hands out entries already in memory.
+func fixedStream(entries []kv) func() ([]kv, error) {
+	return func() ([]kv, error) {
+		n := min(loadBatch, len(entries))
+		batch := entries[:n]
+		entries = entries[n:]
+		return batch, nil
+	}
+}
+
+// keyStream encodes one entry per key, in the keys' order, a batch at a
+// time.
+func keyStream(keys []*Key, entry func(*Key) (kv, error)) func() ([]kv, error) {
+	batch := make([]kv, 0, loadBatch)
+	return func() ([]kv, error) {
+		batch = batch[:0]
+		for len(keys) > 0 && len(batch) < loadBatch {
+			e, err := entry(keys[0])
+			if err != nil {
+				return nil, err
+			}
+			batch = append(batch, e)
+			keys = keys[1:]
+		}
+		return batch, nil
+	}
+}
+
+// cmpSegment compares a+"/" with b+"/", as the keys that hold them sort.
+func cmpSegment(a, b string) int {
+	n := min(len(a), len(b))
+	if c := strings.Compare(a[:n], b[:n]); c != 0 {
+		return c
+	}
+	switch {
+	case len(a) == len(b):
+		return 0
+	case len(a) < len(b):
+		return cmp.Compare('/', b[n])
+	}
+	return cmp.Compare(a[n], '/')
+}

@@ -1,0 +1,191 @@
+package keystore
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestLoad: a new store loaded offline holds what ImportKeys would have
+// written: the keys verify (with the filter built), their records, hash
+// entries, account index and created events are there, accounts created
+// before the load are kept, and the store takes imports afterwards.
+func TestLoad(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "store")
+	clock := newTestClock()
+	f := DefaultFormat()
+
+	// Accounts made before the load, whose ids sort around each other
+	// ("acme-2/" before "acme/"), so the account index must be in byte order.
+	s, err := Open(Options{Dir: dir, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"acme", "acme-2"} {
+		if _, err := s.CreateAccount(Account{ID: id, Status: AccountOpen}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	const n = 3000
+	in := make([]ImportKey, n)
+	plains := make([]string, n)
+	for i := range in {
+		p, err := f.Generate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		plains[i] = p
+		acct := []string{"", "acme", "acme-2"}[i%3]
+		in[i] = ImportKey{Key: p, NewKey: NewKey{Name: fmt.Sprintf("k%d", i), Account: acct, Scopes: []string{"contacts:read"}}}
+	}
+	in[7] = ImportKey{SHA256: sha256Hex("a key known by its hash"), NewKey: NewKey{Name: "hashed", Scopes: []string{"orders:write"}}}
+	keys, err := Load(Options{Dir: dir, Now: clock.Now}, in, f, "migration")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != n {
+		t.Fatalf("Load returned %d keys", len(keys))
+	}
+
+	s = openStoreOpts(t, Options{Dir: dir, Now: clock.Now})
+	waitFilter(t, s)
+	v := &Verifier{Store: s, Format: f}
+	for i, p := range plains {
+		if i == 7 {
+			continue
+		}
+		res, err := v.Verify(p, Scope{}, false)
+		if err != nil || res.Outcome != OK || res.Key.Name != fmt.Sprintf("k%d", i) {
+			t.Fatalf("key %d: %v %v", i, res.Outcome, err)
+		}
+	}
+	if res, _ := v.Verify("a key known by its hash", Scope{}, false); res.Outcome != MalformedKey {
+		t.Fatalf("a foreign plaintext: %v", res.Outcome)
+	}
+	checkHashEntries(t, s)
+	want := map[string]int{}
+	for _, k := range keys {
+		want[k.Account]++
+	}
+	for _, acct := range []string{DefaultAccount, "acme", "acme-2"} {
+		got, after := 0, ""
+		for {
+			page, next, err := s.ListKeys(ListQuery{Account: acct, Limit: MaxListLimit, After: after})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got += len(page)
+			if after = next; next == "" {
+				break
+			}
+		}
+		if got != want[acct] {
+			t.Fatalf("account %s: %d keys, want %d", acct, got, want[acct])
+		}
+	}
+	events, err := s.Audit(keys[0].ID)
+	if err != nil || len(events) != 1 || events[0].Action != ActionCreated || events[0].Actor != "migration" {
+		t.Fatalf("audit of a loaded key: %+v, %v", events, err)
+	}
+	// The store is an ordinary one afterwards.
+	more, err := s.ImportKeys([]ImportKey{{SHA256: sha256Hex("later"), NewKey: NewKey{Name: "later", Scopes: []string{"a:read"}}}}, f, "t")
+	if err != nil || len(more) != 1 {
+		t.Fatalf("import after the load: %v", err)
+	}
+	if _, err := s.RevokeKey(keys[1].ID, "t"); err != nil {
+		t.Fatal(err)
+	}
+	if res, _ := v.Verify(plains[1], Scope{}, false); res.Outcome != KeyRevoked {
+		t.Fatalf("revoked loaded key: %v", res.Outcome)
+	}
+}
+
+// TestLoadRefuses: a store that holds keys, invalid entries and unknown
+// accounts are refused, and the store is left as it was.
+func TestLoadRefuses(t *testing.T) {
+	f := DefaultFormat()
+	good := func(name string) ImportKey {
+		p, err := f.Generate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ImportKey{Key: p, NewKey: NewKey{Name: name, Scopes: []string{"a:read"}}}
+	}
+	dir := t.TempDir()
+	if _, err := Load(Options{Dir: dir}, nil, f, "t"); err == nil {
+		t.Error("an empty load was accepted")
+	}
+	bad := []ImportKey{good("a"), {Key: "not a key", NewKey: NewKey{Name: "b", Scopes: []string{"a:read"}}}}
+	var ie *InvalidError
+	if _, err := Load(Options{Dir: dir}, bad, f, "t"); !errors.As(err, &ie) || ie.Field != "keys[1].key" {
+		t.Errorf("invalid entry: %v", err)
+	}
+	dup := good("c")
+	if _, err := Load(Options{Dir: dir}, []ImportKey{dup, dup}, f, "t"); !errors.As(err, &ie) || ie.Field != "keys[1]" {
+		t.Errorf("duplicate entry: %v", err)
+	}
+	other := good("d")
+	other.Account = "nobody"
+	if _, err := Load(Options{Dir: dir}, []ImportKey{other}, f, "t"); !errors.As(err, &ie) || ie.Field != "keys[0].account" {
+		t.Errorf("unknown account: %v", err)
+	}
+	s, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if page, _, _ := s.ListKeys(ListQuery{Limit: 10}); len(page) != 0 {
+		t.Errorf("refused loads stored %d keys", len(page))
+	}
+	k, plain := mustCreate(t, s, f, NewKey{})
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(Options{Dir: dir}, []ImportKey{good("e")}, f, "t"); err == nil {
+		t.Fatal("a load into a store with keys was accepted")
+	}
+	s = openStoreOpts(t, Options{Dir: dir})
+	if res, err := (&Verifier{Store: s, Format: f}).Verify(plain, Scope{}, false); err != nil || res.Outcome != OK || res.Key.ID != k.ID {
+		t.Fatalf("the existing key after a refused load: %v %v", res.Outcome, err)
+	}
+
+	// A store held by another process (here: this one) is refused by
+	// Badger's directory lock.
+	if _, err := Load(Options{Dir: dir}, []ImportKey{good("f")}, f, "t"); err == nil {
+		t.Error("a load into an open store was accepted")
+	}
+}
+
+// BenchmarkLoad is the bulk-load rate of Load into a new store.
+func BenchmarkLoad(b *testing.B) {
+	f := DefaultFormat()
+	const n = 100_000
+	in := make([]ImportKey, n)
+	for i := range in {
+		p, err := f.Generate()
+		if err != nil {
+			b.Fatal(err)
+		}
+		in[i] = ImportKey{Key: p, NewKey: NewKey{Name: fmt.Sprintf("bench %d", i), Scopes: []string{"contacts:write", "orders:read"}}}
+	}
+	b.ResetTimer()
+	var spent time.Duration
+	for i := 0; b.Loop(); i++ {
+		dir := filepath.Join(b.TempDir(), fmt.Sprint(i))
+		t0 := time.Now()
+		if _, err := Load(Options{Dir: dir}, in, f, "bench"); err != nil {
+			b.Fatal(err)
+		}
+		spent += time.Since(t0)
+		b.StopTimer()
+		os.RemoveAll(dir)
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(n)*float64(b.N)/spent.Seconds(), "keys/s")
+}
