@@ -469,45 +469,49 @@ func isTxnTooBig(err error) bool { return errors.Is(err, badger.ErrTxnTooBig) }
 // kv is one key and value for streamLoad.
 type kv struct{ key, val []byte }
 
-// streamLoad replaces the whole database with the entries the streams
+// streamLoad replaces the whole database with the entries the parts
 // give, with Badger's StreamWriter: it builds sorted tables directly into
 // the last level (no write-ahead log, no memtable, no compaction), which
-// is how Badger bootstraps a database. Each stream returns its entries in
-// sorted order, a batch per call, and nil at its end; the streams' key
-// ranges must not overlap. Streams are encoded concurrently, one
-// goroutine each, and written by this one. Nobody else may use db
-// meanwhile. The tables and the manifest are synced before it returns; a
-// crash before that leaves the database to be loaded again (Prepare drops
-// everything).
-func streamLoad(db *badger.DB, streams []func() ([]kv, error)) error {
+// is how Badger bootstraps a database. Each part returns its entries in
+// sorted order, a batch per call, and nil at its end, and every key of a
+// part sorts after every key of the parts before it: together they are
+// one sorted stream (one stream, because each stream of a StreamWriter
+// holds a table builder of twice the last level's table size, 128 MiB
+// here). The parts are encoded concurrently, one goroutine each, and
+// written in order by this one. Nobody else may use db meanwhile. The
+// tables and the manifest are synced before it returns; a crash before
+// that leaves the database to be loaded again (Prepare drops everything).
+func streamLoad(db *badger.DB, parts []func() ([]kv, error)) error {
 	sw := db.NewStreamWriter()
 	if err := sw.Prepare(); err != nil {
 		return err
 	}
-	// Encoded batches go from the streams' goroutines to the writer; the
-	// buffers come back for reuse (a new z.Buffer is zeroed memory).
 	type batch struct {
 		buf *z.Buffer
 		err error
 	}
-	const buffers = 6
-	free := make(chan *z.Buffer, buffers)
-	for range buffers {
-		free <- z.NewBuffer(4<<20, "apikey.load")
-	}
-	full := make(chan batch)
+	// Each part encodes into its own two buffers, which come back after
+	// the write (a new z.Buffer is zeroed memory).
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	for id, next := range streams {
+	outs := make([]chan batch, len(parts))
+	frees := make([]chan *z.Buffer, len(parts))
+	for i, next := range parts {
+		out, free := make(chan batch, 1), make(chan *z.Buffer, 2)
+		outs[i], frees[i] = out, free
+		for range cap(free) {
+			free <- z.NewBuffer(4<<20, "apikey.load")
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer close(out)
 			for {
 				entries, err := next()
 				if err != nil || len(entries) == 0 {
 					if err != nil {
 						select {
-						case full <- batch{err: err}:
+						case out <- batch{err: err}:
 						case <-stop:
 						}
 					}
@@ -521,38 +525,41 @@ func streamLoad(db *badger.DB, streams []func() ([]kv, error)) error {
 				}
 				buf.Reset()
 				for _, e := range entries {
-					badger.KVToBuffer(&pb.KV{Key: e.key, Value: e.val, Version: 1, StreamId: uint32(id + 1)}, buf)
+					badger.KVToBuffer(&pb.KV{Key: e.key, Value: e.val, Version: 1, StreamId: 1}, buf)
 				}
 				select {
-				case full <- batch{buf: buf}:
+				case out <- batch{buf: buf}:
 				case <-stop:
+					free <- buf
 					return
 				}
 			}
 		}()
 	}
-	go func() {
-		wg.Wait()
-		close(full)
-	}()
 	var err error
-	for b := range full {
-		if err == nil {
-			err = b.err
-			if err == nil {
+	for i := range parts {
+		for b := range outs[i] {
+			if err = b.err; err == nil {
 				err = sw.Write(b.buf)
 			}
+			if b.buf != nil {
+				frees[i] <- b.buf
+			}
 			if err != nil {
-				close(stop)
+				break
 			}
 		}
-		if b.buf != nil {
-			free <- b.buf
+		if err != nil {
+			break
 		}
 	}
-	close(free)
-	for buf := range free {
-		_ = buf.Release()
+	close(stop)
+	wg.Wait()
+	for _, free := range frees {
+		close(free)
+		for buf := range free {
+			_ = buf.Release()
+		}
 	}
 	if err != nil {
 		sw.Cancel()

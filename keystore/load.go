@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 )
@@ -88,11 +89,11 @@ func (s *Store) keysToLoad(in []ImportKey, f Format) ([]*Key, error) {
 // loadBatch is how many entries a stream hands to the writer at a time.
 const loadBatch = 8192
 
-// loadStreams arranges what the store will hold into streams of sorted,
-// non-overlapping key ranges: one per prefix. The existing entries (a
-// store without keys holds its accounts, their quota counts and markers)
-// keep their own; the keys' entries are encoded batch by batch, so that
-// only the key records are held in memory.
+// loadStreams arranges what the store will hold into parts of one sorted
+// stream: one part per prefix, in the order of the prefixes. The existing
+// entries (a store without keys holds its accounts, their quota counts and
+// markers) are parts of their own; the keys' entries are encoded batch by
+// batch, so that only the key records are held in memory.
 func loadStreams(existing []kv, keys []*Key, actor string) ([]func() ([]kv, error), error) {
 	ours := []string{pfxAcctKey, pfxEvent, pfxHash, pfxKey}
 	groups := map[string][]kv{}
@@ -111,9 +112,9 @@ func loadStreams(existing []kv, keys []*Key, actor string) ([]func() ([]kv, erro
 		}
 		groups[p] = append(groups[p], e) // already sorted: allEntries reads in key order
 	}
-	var streams []func() ([]kv, error)
+	parts := map[string]func() ([]kv, error){}
 	for _, p := range order {
-		streams = append(streams, fixedStream(groups[p]))
+		parts[p] = fixedStream(groups[p])
 	}
 
 	byID := slices.Clone(keys)
@@ -124,22 +125,26 @@ func loadStreams(existing []kv, keys []*Key, actor string) ([]func() ([]kv, erro
 	byHash := slices.Clone(keys)
 	slices.SortFunc(byHash, func(a, b *Key) int { return bytes.Compare(a.Hash[:], b.Hash[:]) })
 
-	streams = append(streams,
-		keyStream(byAccount, func(k *Key) (kv, error) { return kv{keyAK(k.Account, k.ID), []byte{}}, nil }),
-		keyStream(byID, func(k *Key) (kv, error) {
-			ev, err := json.Marshal(Event{At: k.CreatedAt, Action: ActionCreated, Actor: actor, Changes: created(k)})
-			return kv{keyE(k.ID, newEventID()), ev}, err
-		}),
-		keyStream(byHash, func(k *Key) (kv, error) {
-			he, err := encodeHashEntry(k)
-			return kv{keyH(k.Hash), he}, err
-		}),
-		keyStream(byID, func(k *Key) (kv, error) {
-			rec, err := encodeKey(k)
-			return kv{keyK(k.ID), rec}, err
-		}),
-	)
-	return streams, nil
+	parts[pfxAcctKey] = keyStream(byAccount, func(k *Key) (kv, error) { return kv{keyAK(k.Account, k.ID), []byte{}}, nil })
+	parts[pfxEvent] = keyStream(byID, func(k *Key) (kv, error) {
+		ev, err := json.Marshal(Event{At: k.CreatedAt, Action: ActionCreated, Actor: actor, Changes: created(k)})
+		return kv{keyE(k.ID, newEventID()), ev}, err
+	})
+	parts[pfxHash] = keyStream(byHash, func(k *Key) (kv, error) {
+		he, err := encodeHashEntry(k)
+		return kv{keyH(k.Hash), he}, err
+	})
+	parts[pfxKey] = keyStream(byID, func(k *Key) (kv, error) {
+		rec, err := encodeKey(k)
+		return kv{keyK(k.ID), rec}, err
+	})
+	// Prefixes are "<segment>/" with no "/" inside the segment, so the
+	// order of the prefixes is the order of their keys.
+	var out []func() ([]kv, error)
+	for _, p := range slices.Sorted(maps.Keys(parts)) {
+		out = append(out, parts[p])
+	}
+	return out, nil
 }
 
 // fixedStream hands out entries already in memory.
