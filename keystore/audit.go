@@ -56,27 +56,49 @@ func (s *Store) Audit(id string) ([]Event, error) {
 	return events, err
 }
 
-// created lists a new key's fields as the changes of its created event.
-func created(k *Key) map[string]Change {
-	ch := map[string]Change{
-		"name":   {To: k.Name},
-		"scopes": {To: k.Scopes},
-		"type":   {To: k.Type},
-		"hint":   {To: k.Hint},
+// createdEvent encodes a new key's created event: an Event whose changes
+// are the key's fields, each from null, with typed fields instead of a map
+// of interfaces (a bulk load encodes one per key).
+// TestCreatedEventJSON holds it to the Event a map would give.
+func createdEvent(k *Key, action, actor string) ([]byte, error) {
+	type change[T any] struct {
+		From *struct{} `json:"from"` // always null
+		To   T         `json:"to"`
 	}
+	type changes struct {
+		ExpiresAt *change[*time.Time]        `json:"expires_at,omitempty"`
+		Hint      change[string]             `json:"hint"`
+		Metadata  *change[map[string]string] `json:"metadata,omitempty"`
+		Name      change[string]             `json:"name"`
+		Quota     *change[*Quota]            `json:"quota,omitempty"`
+		RateLimit *change[*RateLimit]        `json:"rate_limit,omitempty"`
+		Scopes    change[[]string]           `json:"scopes"`
+		Type      change[string]             `json:"type"`
+	}
+	ev := struct {
+		At      time.Time `json:"at"`
+		Action  string    `json:"action"`
+		Actor   string    `json:"actor"`
+		Changes changes   `json:"changes"`
+	}{At: k.CreatedAt, Action: action, Actor: actor, Changes: changes{
+		Hint:   change[string]{To: k.Hint},
+		Name:   change[string]{To: k.Name},
+		Scopes: change[[]string]{To: k.Scopes},
+		Type:   change[string]{To: k.Type},
+	}}
 	if k.ExpiresAt != nil {
-		ch["expires_at"] = Change{To: k.ExpiresAt}
-	}
-	if k.RateLimit != nil {
-		ch["rate_limit"] = Change{To: k.RateLimit}
-	}
-	if k.Quota != nil {
-		ch["quota"] = Change{To: k.Quota}
+		ev.Changes.ExpiresAt = &change[*time.Time]{To: k.ExpiresAt}
 	}
 	if len(k.Metadata) > 0 {
-		ch["metadata"] = Change{To: k.Metadata}
+		ev.Changes.Metadata = &change[map[string]string]{To: k.Metadata}
 	}
-	return ch
+	if k.Quota != nil {
+		ev.Changes.Quota = &change[*Quota]{To: k.Quota}
+	}
+	if k.RateLimit != nil {
+		ev.Changes.RateLimit = &change[*RateLimit]{To: k.RateLimit}
+	}
+	return json.Marshal(ev)
 }
 
 // diff lists the fields that differ between two versions of a key.

@@ -1,7 +1,6 @@
 package keystore
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -146,7 +145,7 @@ func writeNewKey(set func(key, val []byte) error, k *Key, action, actor string) 
 	if err != nil {
 		return err
 	}
-	ev, err := json.Marshal(Event{At: k.CreatedAt, Action: action, Actor: actor, Changes: created(k)})
+	ev, err := createdEvent(k, action, actor)
 	if err != nil {
 		return err
 	}

@@ -3,7 +3,6 @@ package keystore
 import (
 	"bytes"
 	"cmp"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -127,7 +126,7 @@ func loadStreams(existing []kv, keys []*Key, actor string) ([]func() ([]kv, erro
 
 	parts[pfxAcctKey] = keyStream(byAccount, func(k *Key) (kv, error) { return kv{keyAK(k.Account, k.ID), []byte{}}, nil })
 	parts[pfxEvent] = keyStream(byID, func(k *Key) (kv, error) {
-		ev, err := json.Marshal(Event{At: k.CreatedAt, Action: ActionCreated, Actor: actor, Changes: created(k)})
+		ev, err := createdEvent(k, ActionCreated, actor)
 		return kv{keyE(k.ID, newEventID()), ev}, err
 	})
 	parts[pfxHash] = keyStream(byHash, func(k *Key) (kv, error) {
