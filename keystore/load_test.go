@@ -127,6 +127,17 @@ func TestLoadRefuses(t *testing.T) {
 	if _, err := Load(Options{Dir: dir}, bad, f, "t"); !errors.As(err, &ie) || ie.Field != "keys[1].key" {
 		t.Errorf("invalid entry: %v", err)
 	}
+	// Entries are checked in parallel chunks; the error still names the
+	// first invalid one.
+	many := make([]ImportKey, 5000)
+	for i := range many {
+		many[i] = good(fmt.Sprint(i))
+	}
+	many[4000].Scopes = []string{"bad scope"}
+	many[100].Scopes = []string{"also bad"}
+	if _, err := Load(Options{Dir: dir}, many, f, "t"); !errors.As(err, &ie) || ie.Field != "keys[100].scopes" {
+		t.Errorf("two invalid entries: %v", err)
+	}
 	dup := good("c")
 	if _, err := Load(Options{Dir: dir}, []ImportKey{dup, dup}, f, "t"); !errors.As(err, &ie) || ie.Field != "keys[1]" {
 		t.Errorf("duplicate entry: %v", err)
