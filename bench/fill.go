@@ -151,8 +151,9 @@ func fillStore(ctx context.Context, c config) (*fillResult, error) {
 		st.foreign = foreignShare(cpuBefore, cpuAfter, 0)
 	}
 	st.storeBytes = dirSize(dir)
-	logf("bulk load: %d keys, ImportKeys %.0f keys/s (%s), open-to-close %.0f keys/s (%s; generating keys %s, compactions settling %s, close %s), store %s; other processes used %.0f%% of the CPU meanwhile",
-		c.keys, st.importRate(), st.importTime.Round(time.Millisecond), st.wallRate(), st.wall.Round(time.Millisecond),
+	how := map[string]string{"load": "keystore.Load", "import": "ImportKeys"}[c.fill]
+	logf("bulk load: %d keys, %s %.0f keys/s (%s), start to end %.0f keys/s (%s; generating keys %s, compactions settling %s, close %s), store %s; other processes used %.0f%% of the CPU meanwhile",
+		c.keys, how, st.importRate(), st.importTime.Round(time.Millisecond), st.wallRate(), st.wall.Round(time.Millisecond),
 		st.generate.Round(time.Millisecond), st.settle.Round(time.Millisecond), st.close.Round(time.Millisecond), mib(st.storeBytes), 100*st.foreign)
 
 	if err := writeLines(files.valid, res.samples.valid); err != nil {
