@@ -479,8 +479,9 @@ type kv struct{ key, val []byte }
 // holds a table builder of twice the last level's table size, 128 MiB
 // here). The parts are encoded concurrently, one goroutine each, and
 // written in order by this one. Nobody else may use db meanwhile. The
-// tables and the manifest are synced before it returns; a crash before
-// that leaves the database to be loaded again (Prepare drops everything).
+// tables and the manifest are synced before it returns. Prepare drops
+// everything first: an error or a crash before the end leaves the
+// database empty.
 func streamLoad(db *badger.DB, parts []func() ([]kv, error)) error {
 	sw := db.NewStreamWriter()
 	if err := sw.Prepare(); err != nil {
@@ -555,6 +556,13 @@ func streamLoad(db *badger.DB, parts []func() ([]kv, error)) error {
 	}
 	close(stop)
 	wg.Wait()
+	for _, out := range outs { // batches encoded ahead of an error
+		for b := range out {
+			if b.buf != nil {
+				_ = b.buf.Release()
+			}
+		}
+	}
 	for _, free := range frees {
 		close(free)
 		for buf := range free {

@@ -18,11 +18,13 @@ import (
 // The entries are validated as ImportKeys validates them (all or nothing,
 // the same *InvalidError), without ImportKeys's bound on their number,
 // then written as sorted tables with Badger's StreamWriter: no write-ahead
-// log, no memtable, no compaction, which is what makes it several times
-// faster than ImportKeys. The result is the store ImportKeys would have
+// log, no memtable, no compaction, which is what makes it two to four
+// times faster than ImportKeys (77,000 keys a second on 2 cores). The result is the store ImportKeys would have
 // written (records, hash entries, account index, one created event per
-// key by actor). It is all or nothing on disk too: until the tables and
-// the manifest are synced, a crash leaves the store to be loaded again.
+// key by actor). The write replaces the store's contents (Badger's
+// StreamWriter starts by dropping them; the accounts and markers are
+// written back with the keys): an I/O error or a crash during it leaves
+// the store empty, its accounts gone too, to be set up and loaded again.
 func Load(opts Options, in []ImportKey, f Format, actor string) ([]*Key, error) {
 	if len(in) == 0 {
 		return nil, invalid("keys", "the load must contain at least one key")
