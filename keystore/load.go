@@ -19,9 +19,9 @@ import (
 // the same *InvalidError), without ImportKeys's bound on their number,
 // then written as sorted tables with Badger's StreamWriter: no write-ahead
 // log, no memtable, no compaction, which is what makes it two to four
-// times faster than ImportKeys (77,000 keys a second on 2 cores). The result is the store ImportKeys would have
-// written (records, hash entries, account index, one created event per
-// key by actor). The write replaces the store's contents (Badger's
+// times faster than ImportKeys (77,000 keys a second on 2 cores). The
+// result is the store ImportKeys would have written (records, hash
+// entries, account index, one created event per key by actor). The write replaces the store's contents (Badger's
 // StreamWriter starts by dropping them; the accounts and markers are
 // written back with the keys): an I/O error or a crash during it leaves
 // the store empty, its accounts gone too, to be set up and loaded again.
