@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -173,10 +174,17 @@ func TestLoadRefuses(t *testing.T) {
 	}
 }
 
-// BenchmarkLoad is the bulk-load rate of Load into a new store.
+// BenchmarkLoad is the bulk-load rate of Load into a new store, of
+// APIKEY_BENCH_LOAD_KEYS keys (default 100,000; CI sets fewer).
 func BenchmarkLoad(b *testing.B) {
 	f := DefaultFormat()
-	const n = 100_000
+	n := 100_000
+	if env := os.Getenv("APIKEY_BENCH_LOAD_KEYS"); env != "" {
+		var err error
+		if n, err = strconv.Atoi(env); err != nil || n < 1 {
+			b.Fatalf("APIKEY_BENCH_LOAD_KEYS=%q: want a positive number", env)
+		}
+	}
 	in := make([]ImportKey, n)
 	for i := range in {
 		p, err := f.Generate()
