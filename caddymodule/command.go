@@ -188,20 +188,30 @@ func cliAdminAddress(address, configFile, adapter string, stdin io.Reader) (stri
 	if address != "" {
 		return address, nil
 	}
-	if configFile == "" {
-		if adapter != "" {
-			return "", errors.New("--adapter needs --config")
-		}
-		if _, err := os.Stat("Caddyfile"); err != nil || caddyconfig.GetAdapter("caddyfile") == nil {
-			return caddy.DefaultAdminListen, nil
-		}
-		configFile = "Caddyfile"
+	configFile, err := cliConfigFile(configFile, adapter)
+	if err != nil || configFile == "" {
+		return caddy.DefaultAdminListen, err
 	}
 	config, err := cliLoadConfig(configFile, adapter, stdin)
 	if err != nil {
 		return "", fmt.Errorf("reading the admin address from %s: %v (or use --address)", configFile, err)
 	}
 	return caddycmd.DetermineAdminAPIAddress("", config, configFile, adapter)
+}
+
+// cliConfigFile is the config file to read, as caddy reload finds it:
+// --config, or ./Caddyfile if there is one; "" if neither.
+func cliConfigFile(configFile, adapter string) (string, error) {
+	if configFile != "" {
+		return configFile, nil
+	}
+	if adapter != "" {
+		return "", errors.New("--adapter needs --config")
+	}
+	if _, err := os.Stat("Caddyfile"); err != nil || caddyconfig.GetAdapter("caddyfile") == nil {
+		return "", nil
+	}
+	return "Caddyfile", nil
 }
 
 // cliLoadConfig reads and adapts a config file as caddycmd.LoadConfig does,

@@ -5,10 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/spf13/cobra"
 
 	"github.com/caddy-apikey/caddy-apikey/adminapi"
@@ -78,14 +76,12 @@ func cliLoad(c *cli, args []string) error {
 // cliAppOptions reads the apikey global options of a config file (or of
 // ./Caddyfile), as Caddy would adapt it.
 func cliAppOptions(configFile, adapter string, stdin io.Reader) (*App, error) {
+	configFile, err := cliConfigFile(configFile, adapter)
+	if err != nil {
+		return nil, err
+	}
 	if configFile == "" {
-		if adapter != "" {
-			return nil, errors.New("--adapter needs --config")
-		}
-		if _, err := os.Stat("Caddyfile"); err != nil || caddyconfig.GetAdapter("caddyfile") == nil {
-			return nil, errors.New("load needs the config that names the store: --config <path> (or a Caddyfile in the current directory)")
-		}
-		configFile = "Caddyfile"
+		return nil, errors.New("load needs the config that names the store: --config <path> (or a Caddyfile in the current directory)")
 	}
 	config, err := cliLoadConfig(configFile, adapter, stdin)
 	if err != nil {

@@ -95,13 +95,7 @@ func BenchmarkVerifyHitParallel(b *testing.B) {
 // quick), imported in calls of MaxImport. Besides ns/op it reports the
 // 50th, 99th and 99.9th percentile of single verifications.
 func BenchmarkVerifyMiss(b *testing.B) {
-	n := 1_000_000
-	if env := os.Getenv("APIKEY_BENCH_MISS_KEYS"); env != "" {
-		var err error
-		if n, err = strconv.Atoi(env); err != nil || n < 1 {
-			b.Fatalf("APIKEY_BENCH_MISS_KEYS=%q: want a positive number", env)
-		}
-	}
+	n := benchEnvInt(b, "APIKEY_BENCH_MISS_KEYS", 1_000_000)
 	dir := b.TempDir()
 	s := openStoreOpts(b, Options{Dir: dir, CacheSize: cacheShards, LastUsedFlush: time.Hour})
 	f := DefaultFormat()
@@ -318,4 +312,19 @@ func waitIdle(b *testing.B) {
 		prev = now
 	}
 	b.Log("the store was still busy after a minute; measuring anyway")
+}
+
+// benchEnvInt is the positive number in the environment variable name, or
+// def if it is not set: the sizes of the large benchmarks, which CI sets
+// lower.
+func benchEnvInt(b *testing.B, name string, def int) int {
+	env := os.Getenv(name)
+	if env == "" {
+		return def
+	}
+	n, err := strconv.Atoi(env)
+	if err != nil || n < 1 {
+		b.Fatalf("%s=%q: want a positive number", name, env)
+	}
+	return n
 }

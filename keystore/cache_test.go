@@ -14,6 +14,19 @@ import (
 // them with their plaintexts.
 func importPlainKeys(t testing.TB, s *Store, f Format, n int, nk NewKey) ([]*Key, []string) {
 	t.Helper()
+	in, plains := plainEntries(t, f, n, nk)
+	keys, err := s.ImportKeys(in, f, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys, plains
+}
+
+// plainEntries makes n import entries of new keys of format f, named
+// "key <i>", with nk's other fields (scopes contacts:read if nk has none),
+// and returns their plaintexts.
+func plainEntries(t testing.TB, f Format, n int, nk NewKey) ([]ImportKey, []string) {
+	t.Helper()
 	if nk.Scopes == nil {
 		nk.Scopes = []string{"contacts:read"}
 	}
@@ -28,11 +41,7 @@ func importPlainKeys(t testing.TB, s *Store, f Format, n int, nk NewKey) ([]*Key
 		in[i] = ImportKey{Key: p, NewKey: nk}
 		in[i].Name = fmt.Sprintf("key %d", i)
 	}
-	keys, err := s.ImportKeys(in, f, "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return keys, plains
+	return in, plains
 }
 
 func TestCacheBound(t *testing.T) {

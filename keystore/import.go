@@ -52,10 +52,8 @@ func (s *Store) ImportKeys(in []ImportKey, f Format, actor string) ([]*Key, erro
 	// Accounts cannot be deleted while the import holds this lock.
 	s.acctMu.RLock()
 	defer s.acctMu.RUnlock()
-	for i, k := range keys {
-		if _, ok := s.accounts[k.Account]; !ok {
-			return nil, invalid(fmt.Sprintf("keys[%d].account", i), "keys[%d]: account %q does not exist", i, k.Account)
-		}
+	if err := s.accountsExist(keys); err != nil {
+		return nil, err
 	}
 	err = s.view(func(t txn) error {
 		for i, k := range keys {
@@ -94,6 +92,17 @@ func (s *Store) ImportKeys(in []ImportKey, f Format, actor string) ([]*Key, erro
 	}
 	s.cache.invalidate(hashes...)
 	return out, nil
+}
+
+// accountsExist refuses a batch naming an account the store does not
+// hold. The caller holds acctMu (or has the store to itself).
+func (s *Store) accountsExist(keys []*Key) error {
+	for i, k := range keys {
+		if _, ok := s.accounts[k.Account]; !ok {
+			return invalid(fmt.Sprintf("keys[%d].account", i), "keys[%d]: account %q does not exist", i, k.Account)
+		}
+	}
+	return nil
 }
 
 // importedKeys validates a batch to import: each entry, and no key twice.

@@ -79,10 +79,9 @@ func (s *Store) keysToLoad(in []ImportKey, f Format) ([]*Key, error) {
 	if err != nil {
 		return nil, err
 	}
-	for i, k := range keys {
-		if _, ok := s.accounts[k.Account]; !ok {
-			return nil, invalid(fmt.Sprintf("keys[%d].account", i), "keys[%d]: account %q does not exist", i, k.Account)
-		}
+	// The store is Load's alone: no lock needed.
+	if err := s.accountsExist(keys); err != nil {
+		return nil, err
 	}
 	return keys, nil
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 )
@@ -35,16 +34,9 @@ func TestLoad(t *testing.T) {
 	}
 
 	const n = 3000
-	in := make([]ImportKey, n)
-	plains := make([]string, n)
+	in, plains := plainEntries(t, f, n, NewKey{})
 	for i := range in {
-		p, err := f.Generate()
-		if err != nil {
-			t.Fatal(err)
-		}
-		plains[i] = p
-		acct := []string{"", "acme", "acme-2"}[i%3]
-		in[i] = ImportKey{Key: p, NewKey: NewKey{Name: fmt.Sprintf("k%d", i), Account: acct, Scopes: []string{"contacts:read"}}}
+		in[i].Account = []string{"", "acme", "acme-2"}[i%3]
 	}
 	in[7] = ImportKey{SHA256: sha256Hex("a key known by its hash"), NewKey: NewKey{Name: "hashed", Scopes: []string{"orders:write"}}}
 	keys, err := Load(Options{Dir: dir, Now: clock.Now}, in, f, "migration")
@@ -63,7 +55,7 @@ func TestLoad(t *testing.T) {
 			continue
 		}
 		res, err := v.Verify(p, Scope{}, false)
-		if err != nil || res.Outcome != OK || res.Key.Name != fmt.Sprintf("k%d", i) {
+		if err != nil || res.Outcome != OK || res.Key.Name != fmt.Sprintf("key %d", i) {
 			t.Fatalf("key %d: %v %v", i, res.Outcome, err)
 		}
 	}
@@ -178,21 +170,8 @@ func TestLoadRefuses(t *testing.T) {
 // APIKEY_BENCH_LOAD_KEYS keys (default 100,000; CI sets fewer).
 func BenchmarkLoad(b *testing.B) {
 	f := DefaultFormat()
-	n := 100_000
-	if env := os.Getenv("APIKEY_BENCH_LOAD_KEYS"); env != "" {
-		var err error
-		if n, err = strconv.Atoi(env); err != nil || n < 1 {
-			b.Fatalf("APIKEY_BENCH_LOAD_KEYS=%q: want a positive number", env)
-		}
-	}
-	in := make([]ImportKey, n)
-	for i := range in {
-		p, err := f.Generate()
-		if err != nil {
-			b.Fatal(err)
-		}
-		in[i] = ImportKey{Key: p, NewKey: NewKey{Name: fmt.Sprintf("bench %d", i), Scopes: []string{"contacts:write", "orders:read"}}}
-	}
+	n := benchEnvInt(b, "APIKEY_BENCH_LOAD_KEYS", 100_000)
+	in, _ := plainEntries(b, f, n, NewKey{Scopes: []string{"contacts:write", "orders:read"}})
 	b.ResetTimer()
 	var spent time.Duration
 	for i := 0; b.Loop(); i++ {
