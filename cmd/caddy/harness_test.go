@@ -142,6 +142,9 @@ func (p ports) siteURL() string   { return fmt.Sprintf("http://127.0.0.1:%d", p.
 func (p ports) requireFree(t *testing.T) {
 	t.Helper()
 	for _, port := range []int{p.admin, p.site} {
+		if port == 0 {
+			continue
+		}
 		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
 			t.Fatalf("port %d is not free: %v", port, err)
@@ -198,10 +201,17 @@ func childEnv(dir string) []string {
 
 // startCaddy starts the binary on config and waits until the admin
 // endpoint, the key store and the site answer. dir holds the log
-// (caddy.log, appended to by every run) and the XDG directories.
-func startCaddy(t *testing.T, dir, config string, p ports) *caddyProc {
+// (caddy.log, appended to by every run) and the XDG directories. sockets
+// are inherited by the child as fds 3, 4, ... (socket activation: the
+// config binds them with "bind fd/3"); with sockets, the site's port is
+// one of them and is not checked for being free.
+func startCaddy(t *testing.T, dir, config string, p ports, sockets ...*os.File) *caddyProc {
 	t.Helper()
-	p.requireFree(t)
+	if len(sockets) == 0 {
+		p.requireFree(t)
+	} else {
+		ports{admin: p.admin}.requireFree(t)
+	}
 	logPath := filepath.Join(dir, "caddy.log")
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -212,6 +222,7 @@ func startCaddy(t *testing.T, dir, config string, p ports) *caddyProc {
 	cmd.Dir = dir
 	cmd.Env = childEnv(dir)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.ExtraFiles = sockets
 	cp := &caddyProc{t: t, cmd: cmd, p: p, done: make(chan struct{}), logPath: logPath, started: time.Now()}
 	if err := cmd.Start(); err != nil {
 		logf.Close()

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -37,12 +39,16 @@ const loadConns = 16
 // requests through apikey + reverse_proxy (with keys whose own rate limit
 // is unlimited), 50 "caddy reload"s of the built binary alternate two
 // configs (testdata/reload-[ab].Caddyfile.tmpl) that differ in their
-// routes and in apikey options. Required:
+// routes and in apikey options. It runs twice: with socket activation (the
+// listening socket is the test's, inherited as fd 3 and bound with "bind
+// fd/3", as systemd's socket units do) and with Caddy's own listener.
+// Required:
 //
 //   - every request gets a 200 from the upstream: no other status, no
-//     transport error (but see reloadStrict: the one kind of error that
-//     Caddy's listener hand-off causes, tolerated and counted unless
-//     APIKEY_RELOAD_STRICT=1);
+//     transport error (with Caddy's own listener, see reloadStrict: the
+//     one kind of error that its listener hand-off causes is tolerated
+//     and counted unless APIKEY_RELOAD_STRICT=1; with socket activation,
+//     none at all);
 //   - both configs served requests (the reloads took effect);
 //   - after each reload, a key created through the admin endpoint
 //     verifies at once (the store stays open and shared);
@@ -56,16 +62,33 @@ const loadConns = 16
 // section 9.3.1) are not errors; they are counted and logged.
 func TestReloadsUnderLoad(t *testing.T) {
 	skipIfShort(t)
+	t.Run("socket activation", func(t *testing.T) {
+		testReloadsUnderLoad(t, ports{admin: 28015, site: 18015}, true)
+	})
+	t.Run("caddy's own listener", func(t *testing.T) {
+		testReloadsUnderLoad(t, ports{admin: 28013, site: 18013}, false)
+	})
+}
+
+func testReloadsUnderLoad(t *testing.T, p ports, activated bool) {
 	const reloads = 50
-	p := ports{admin: 28013, site: 18013}
 	dir := t.TempDir()
 	up := newUpstream(t)
 	storage := filepath.Join(dir, "store")
-	configs := []string{
-		writeConfig(t, dir, "reload-a.Caddyfile.tmpl", p, storage, up.URL),
-		writeConfig(t, dir, "reload-b.Caddyfile.tmpl", p, storage, up.URL),
+	bind := "# Caddy's own listener"
+	var sockets []*os.File
+	if activated {
+		bind = "bind fd/3"
+		sockets = []*os.File{inheritedSocket(t, p.site)}
 	}
-	cp := startCaddy(t, dir, configs[0], p)
+	configs := []string{
+		writeConfig(t, dir, "reload-a.Caddyfile.tmpl", p, storage, up.URL, "{{BIND}}", bind),
+		writeConfig(t, dir, "reload-b.Caddyfile.tmpl", p, storage, up.URL, "{{BIND}}", bind),
+	}
+	cp := startCaddy(t, dir, configs[0], p, sockets...)
+	for _, f := range sockets {
+		f.Close() // the child has its own copy
+	}
 	a := newAdmin(p)
 	defer a.c.CloseIdleConnections()
 	keys := make([]string, loadConns)
@@ -73,6 +96,9 @@ func TestReloadsUnderLoad(t *testing.T) {
 		_, keys[i] = a.createKey(t, `{"name": "load", "scopes": ["contacts:read"], "rate_limit": {"unlimited": true}}`)
 	}
 	strict, why := reloadStrict()
+	if activated {
+		strict, why = true, "socket activation: one listening socket for every config"
+	}
 
 	// Warm up, then measure with the load stopped.
 	lg := startLoad(p.siteURL(), keys)
@@ -143,15 +169,15 @@ func TestReloadsUnderLoad(t *testing.T) {
 	res := lg.stop()
 	afterUp := up.openConns()
 	sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
-	handoff := res.handoffResets(windows)
-	t.Logf("%d reloads in %v (reload command: median %v, max %v; %d check requests sent again after a transport error); load during the reloads: %s; listener hand-off resets: %d (strict: %v, %s)",
+	resets, dropped := res.reloadErrors(windows)
+	t.Logf("%d reloads in %v (reload command: median %v, max %v; %d check requests sent again after a transport error); load during the reloads: %s; listener hand-off resets: %d (strict: %v, %s); first requests dropped by a closing server (golang/go#75591): %d",
 		reloads, reloadPhase.Round(time.Millisecond), took[len(took)/2].Round(time.Millisecond), took[len(took)-1].Round(time.Millisecond),
-		adminRetries, res, len(handoff), strict, why)
-	allowed := handoff
+		adminRetries, res, len(resets), strict, why, len(dropped))
+	allowed := append(resets, dropped...)
 	if strict {
-		allowed = nil
+		allowed = dropped
 	}
-	if res.bad(allowed) || len(handoff) > 3*loadConns {
+	if res.bad(allowed) || len(allowed) > 3*loadConns {
 		t.Errorf("load during the reloads: %s; reloads ran at %s", res, describeWindows(windows))
 	}
 	for _, route := range []string{"a-contacts", "a-default", "b-contacts", "b-default"} {
@@ -203,12 +229,19 @@ func TestReloadsUnderLoad(t *testing.T) {
 // net.ipv4.tcp_migrate_req is 1 (Linux 5.14+), which migrates them to
 // the new socket. A reload closes the load's keep-alive connections, so
 // they all reconnect at that moment, and now and then some land in the old
-// queue: "connection reset by peer" (or EOF) on a connection that never
-// carried a response, which Go does not retry. That is Caddy's and the
-// kernel's doing, not this plugin's: the test tolerates it (up to
-// 3×loadConns, logged) unless APIKEY_RELOAD_STRICT=1. Measured on Linux
-// 6.18, 2 cores, 50 reloads a run: with tcp_migrate_req=0, 3 runs of 8 had
-// 1, 2 and 14 such errors; with 1, 1 run of 8 had one EOF.
+// queue: "connection reset by peer" on a connection that never carried a
+// response, which Go does not retry. That is Caddy's and the kernel's
+// doing, not this plugin's: the test tolerates it (logged) unless
+// APIKEY_RELOAD_STRICT=1. Measured on Linux 6.18, 2 cores, 50 reloads a
+// run: with tcp_migrate_req=0, 4 runs of 12 had 1, 2, 7 and 14 such
+// errors; with 1, none in 8 (and one EOF, see reloadErrors).
+//
+// With socket activation there is one listening socket, which Caddy
+// duplicates for each config and never closes, so nothing is lost and the
+// test is always strict.
+//
+// The EOFs of golang/go#75591 (reloadErrors) are tolerated and logged in
+// both modes, at most 3×loadConns: no configuration of Caddy avoids them.
 func reloadStrict() (bool, string) {
 	migrate := "unknown"
 	if b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_migrate_req"); err == nil {
@@ -216,6 +249,22 @@ func reloadStrict() (bool, string) {
 	}
 	why := "net.ipv4.tcp_migrate_req=" + migrate
 	return os.Getenv("APIKEY_RELOAD_STRICT") == "1", why
+}
+
+// inheritedSocket listens on 127.0.0.1:port and returns the socket as a
+// file for a child to inherit.
+func inheritedSocket(t *testing.T, port int) *os.File {
+	t.Helper()
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close() // the file is a duplicate; the socket stays open
+	f, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
 
 func describeWindows(ws [][2]time.Duration) string {
@@ -283,25 +332,33 @@ func (s *loadStats) bad(allowed []loadError) bool {
 	return s.nErrs > int64(len(allowed)) || len(s.non200) > 0
 }
 
-// handoffResets are the transport errors that a listener hand-off during a
-// reload can cause (see reloadStrict): a reset or EOF on a new connection,
-// while a reload ran (or within a second after it).
-func (s *loadStats) handoffResets(windows [][2]time.Duration) []loadError {
+// reloadErrors sorts out the transport errors on new connections during
+// a reload (or within a second after it), which are the two that a reload
+// can cause outside this plugin:
+//
+//   - resets: a connection reset, the listener hand-off of reloadStrict
+//     (the kernel's doing; none with socket activation);
+//   - dropped: an EOF on a new connection, as the server of the old config
+//     reads the connection's first request after its Shutdown began and
+//     closes it without an answer (net/http's conn.serve returns when
+//     shuttingDown() after readRequest; golang/go#75591, open); Go's
+//     transport does not retry it on a new connection. Measured: 1 in 12
+//     runs of 50 reloads with socket activation.
+func (s *loadStats) reloadErrors(windows [][2]time.Duration) (resets, dropped []loadError) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []loadError
 	for _, e := range s.errs {
-		if e.reused || !(errors.Is(e.err, syscall.ECONNRESET) || errors.Is(e.err, io.EOF) || errors.Is(e.err, io.ErrUnexpectedEOF)) {
+		if e.reused || !slices.ContainsFunc(windows, func(w [2]time.Duration) bool { return e.at >= w[0] && e.at <= w[1]+time.Second }) {
 			continue
 		}
-		for _, w := range windows {
-			if e.at >= w[0] && e.at <= w[1]+time.Second {
-				out = append(out, e)
-				break
-			}
+		switch {
+		case errors.Is(e.err, syscall.ECONNRESET):
+			resets = append(resets, e)
+		case errors.Is(e.err, io.EOF) || errors.Is(e.err, io.ErrUnexpectedEOF):
+			dropped = append(dropped, e)
 		}
 	}
-	return out
+	return resets, dropped
 }
 
 func (s *loadStats) String() string {
