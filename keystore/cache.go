@@ -72,6 +72,9 @@ type entry struct {
 	// every hit; flushed is the value last written to Badger.
 	lastUsed atomic.Int64
 	flushed  atomic.Int64
+	// bucket is the key's rate-limit bucket once a request has used it
+	// (see limiters.take); nil until then.
+	bucket atomic.Pointer[bucket]
 }
 
 const (

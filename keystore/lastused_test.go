@@ -114,12 +114,7 @@ func TestLastUsedFlushedOnClose(t *testing.T) {
 }
 
 func TestPurgeRevoked(t *testing.T) {
-	clock := &testClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	s, err := Open(Options{Dir: t.TempDir(), Now: clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, clock := openClockedStore(t)
 	f := DefaultFormat()
 	mk := func(name string) *Key {
 		k, _, err := s.CreateKey(NewKey{Name: name, Scopes: []string{"a:read"}}, f, "admin")

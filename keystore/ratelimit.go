@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -71,69 +70,90 @@ type RateState struct {
 	RetryAfter int
 }
 
-// bucket is one key's or account's token bucket.
+// bucket is one key's or account's token bucket. mu guards it: requests
+// take tokens under it, and the sweep drops a key's bucket only after
+// marking it dead under it, so a token is never taken from a bucket that
+// is being dropped (a request that meets a dead bucket takes from the
+// live one instead).
 type bucket struct {
-	mu    sync.Mutex // serializes changes of the limit
-	state atomic.Pointer[bucketState]
-}
-
-// bucketState is a limiter and the limit it was made for.
-type bucketState struct {
-	lim *rate.Limiter
-	cfg *Limit
+	mu   sync.Mutex
+	lim  *rate.Limiter
+	cfg  *Limit // the limit lim was made for
+	dead bool
 }
 
 func newBucket(l *Limit) *bucket {
-	b := new(bucket)
-	b.state.Store(&bucketState{lim: rate.NewLimiter(l.perSecond(), l.Burst), cfg: l}) // starts full
-	return b
+	return &bucket{lim: rate.NewLimiter(l.perSecond(), l.Burst), cfg: l} // starts full
 }
 
 // take spends one token if there is one. If the limit changed since the
 // last request (an admin edit), the bucket adopts it first.
 func (b *bucket) take(l *Limit, now time.Time) (RateState, bool) {
-	bs := b.state.Load()
-	if bs.cfg != l && *bs.cfg != *l {
-		bs = b.adopt(l, now)
+	st, ok, _ := b.takeLive(l, now)
+	return st, ok
+}
+
+// takeLive is take on a bucket that the sweep may have dropped: then live
+// is false and nothing was taken.
+func (b *bucket) takeLive(l *Limit, now time.Time) (st RateState, ok, live bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.dead {
+		return RateState{}, false, false
 	}
-	ok := bs.lim.AllowN(now, 1)
-	tokens := bs.lim.TokensAt(now)
-	st := RateState{Limit: l.Burst, Remaining: max(int(tokens), 0)}
+	if b.cfg != l && *b.cfg != *l {
+		b.adopt(l, now)
+	}
+	ok = b.lim.AllowN(now, 1)
+	tokens := b.lim.TokensAt(now)
+	st = RateState{Limit: l.Burst, Remaining: max(int(tokens), 0)}
 	perSec := float64(l.perSecond())
 	st.Reset = int(math.Ceil((float64(l.Burst) - tokens) / perSec))
 	if !ok {
 		st.RetryAfter = max(int(math.Ceil((1-tokens)/perSec)), 1)
 	}
-	return st, ok
+	return st, ok, true
 }
 
 // adopt replaces the limiter with one for l that keeps what was consumed:
 // a client that used 5 of 5 and gets a limit of 50 has 45 left, and one
-// that used 10 of 50 and gets a limit of 5 has none.
-func (b *bucket) adopt(l *Limit, now time.Time) *bucketState {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	old := b.state.Load()
-	if *old.cfg == *l {
-		return old
-	}
+// that used 10 of 50 and gets a limit of 5 has none. b.mu is held.
+func (b *bucket) adopt(l *Limit, now time.Time) {
 	lim := rate.NewLimiter(l.perSecond(), l.Burst)
-	if used := math.Ceil(float64(old.cfg.Burst) - old.lim.TokensAt(now)); used > 0 {
+	if used := math.Ceil(float64(b.cfg.Burst) - b.lim.TokensAt(now)); used > 0 {
 		lim.ReserveN(now, min(int(used), l.Burst))
 	}
-	bs := &bucketState{lim: lim, cfg: l}
-	b.state.Store(bs)
-	return bs
+	b.lim, b.cfg = lim, l
 }
 
 // refund gives back a token taken by a request that a later check refused.
-func (b *bucket) refund(now time.Time) { b.state.Load().lim.AllowN(now, -1) }
+func (b *bucket) refund(now time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.lim.AllowN(now, -1)
+}
 
 // full reports whether the bucket is full: then it is indistinguishable
 // from a new one and can be dropped.
 func (b *bucket) full(now time.Time) bool {
-	bs := b.state.Load()
-	return bs.lim.TokensAt(now) >= float64(bs.cfg.Burst)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.fullLocked(now)
+}
+
+func (b *bucket) fullLocked(now time.Time) bool {
+	return b.lim.TokensAt(now) >= float64(b.cfg.Burst)
+}
+
+// retireIfFull marks a full bucket dead and reports whether it did.
+func (b *bucket) retireIfFull(now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.fullLocked(now) {
+		return false
+	}
+	b.dead = true
+	return true
 }
 
 const limiterShards = 64
@@ -185,6 +205,25 @@ func (ls *limiters) get(id string, shard uint8, l *Limit) *bucket {
 	return b
 }
 
+// take takes a token from the bucket of the key of cache entry e: the
+// bucket the entry remembers, or the key's bucket in ls (then remembered),
+// so that a request does not look the bucket up by id. A remembered bucket
+// that the sweep dropped is forgotten and the token taken from the live
+// one.
+func (ls *limiters) take(e *entry, l *Limit, now time.Time) (*bucket, RateState, bool) {
+	for {
+		b := e.bucket.Load()
+		if b == nil {
+			b = ls.get(e.snap.key.ID, e.snap.limShard, l)
+			e.bucket.Store(b)
+		}
+		if st, ok, live := b.takeLive(l, now); live {
+			return b, st, ok
+		}
+		e.bucket.CompareAndSwap(b, nil)
+	}
+}
+
 // sweep drops full buckets and returns how many remain.
 func (ls *limiters) sweep(now time.Time) int {
 	n := 0
@@ -192,7 +231,7 @@ func (ls *limiters) sweep(now time.Time) int {
 		sh := &ls.shards[i]
 		sh.mu.Lock()
 		for id, b := range sh.m {
-			if b.full(now) {
+			if b.retireIfFull(now) {
 				delete(sh.m, id)
 			}
 		}

@@ -1,6 +1,8 @@
 package keystore
 
 import (
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -48,7 +50,7 @@ func TestBucketArithmetic(t *testing.T) {
 	}
 	// Refund gives a token back.
 	b = newBucket(&Limit{Requests: 1, Window: time.Hour, Burst: 1})
-	one := b.state.Load().cfg
+	one := b.cfg
 	b.take(one, t0)
 	b.refund(t0)
 	if _, ok := b.take(one, t0); !ok {
@@ -83,12 +85,7 @@ func TestRateLimitEffective(t *testing.T) {
 // exempt key, the account-wide limit shared by several keys, and that a
 // refused request (scope, account limit) spends nothing.
 func TestVerifyRateLimits(t *testing.T) {
-	clock := &testClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	s, err := Open(Options{Dir: t.TempDir(), Now: clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, clock := openClockedStore(t)
 	f := DefaultFormat()
 	v := &Verifier{Store: s, Format: f, DefaultLimit: &Limit{Requests: 3, Window: time.Second, Burst: 3}}
 	mk := func(acct string, rl *RateLimit) string {
@@ -200,5 +197,101 @@ func TestVerifyLimitedDoesNotAllocate(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(1000, func() { v.Verify(plain, Scope{}, false) }); n != 0 {
 		t.Errorf("Verify with a rate limit allocates %.1f times", n)
+	}
+}
+
+// TestSweptBucketIsForgotten: a cache entry remembers its key's bucket; once
+// the sweep drops the (full) bucket, the next request takes from a new one
+// that the limiters hold, and the limit still counts every request.
+func TestSweptBucketIsForgotten(t *testing.T) {
+	s, clock := openClockedStore(t)
+	f := DefaultFormat()
+	v := &Verifier{Store: s, Format: f}
+	_, plain, err := s.CreateKey(NewKey{Name: "k", Scopes: []string{"a:read"}, RateLimit: &RateLimit{Requests: 2, Window: "1m"}}, f, "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	outcome := func() Outcome {
+		res, err := v.Verify(plain, Scope{}, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Outcome
+	}
+	if o := outcome(); o != OK {
+		t.Fatalf("first request: %s", o.Code())
+	}
+	e, _ := s.lookup(HashKey(plain))
+	first := e.bucket.Load()
+	if first == nil {
+		t.Fatal("the entry did not remember its bucket")
+	}
+	clock.Advance(time.Hour)
+	if left := s.limits.sweep(clock.Now()); left != 0 {
+		t.Fatalf("sweep kept %d full buckets", left)
+	}
+	if !first.dead {
+		t.Fatal("the dropped bucket is not marked dead")
+	}
+	if o, o2, o3 := outcome(), outcome(), outcome(); o != OK || o2 != OK || o3 != RateLimited {
+		t.Fatalf("after the sweep: %s %s %s, want ok ok rate_limited", o.Code(), o2.Code(), o3.Code())
+	}
+	now := e.bucket.Load()
+	sh := &s.limits.shards[e.snap.limShard]
+	if now == first || sh.m[e.snap.key.ID] != now {
+		t.Fatalf("the entry's bucket %p is not the limiters' %p (the dropped one: %p)", now, sh.m[e.snap.key.ID], first)
+	}
+}
+
+// TestSweepRacesRequests: requests and sweeps at once never let a key with
+// a burst of one pass twice (a token taken from a bucket as the sweep drops
+// it would be lost, and the next request would find a full bucket). The
+// window is narrow, so this mostly runs the protocol under the race
+// detector; TestSweptBucketIsForgotten takes the interleaving step by step
+// (a request that holds a bucket the sweep has dropped).
+func TestSweepRacesRequests(t *testing.T) {
+	s := openTestStore(t)
+	f := DefaultFormat()
+	v := &Verifier{Store: s, Format: f}
+	const keys, clients = 200, 4
+	for i := range keys {
+		_, plain, err := s.CreateKey(NewKey{Name: "k", Scopes: []string{"a:read"}, RateLimit: &RateLimit{Requests: 1, Window: "24h"}}, f, "admin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.lookup(HashKey(plain)); err != nil { // cached: no Badger read in the race
+			t.Fatal(err)
+		}
+		stop := make(chan struct{})
+		var sweeps sync.WaitGroup
+		sweeps.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					s.limits.sweep(time.Now())
+				}
+			}
+		})
+		var passed atomic.Int32
+		var wg sync.WaitGroup
+		for range clients {
+			wg.Go(func() {
+				res, err := v.Verify(plain, Scope{}, false)
+				if err != nil {
+					t.Error(err)
+				}
+				if res.Outcome == OK {
+					passed.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		close(stop)
+		sweeps.Wait()
+		if n := passed.Load(); n != 1 {
+			t.Fatalf("key %d: %d of %d requests passed a limit of 1 a day", i, n, clients)
+		}
 	}
 }

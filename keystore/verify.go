@@ -126,7 +126,7 @@ func (v *Verifier) Verify(cred string, req Scope, needScope bool) (Result, error
 	}
 	res.Outcome = decide(sn, acct.Status, now, req, needScope)
 	if res.Outcome == OK {
-		res.Outcome = v.limit(sn, t, &res)
+		res.Outcome = v.limit(e, t, &res)
 	}
 	if res.Outcome == OK {
 		// Seconds are precise enough for last-used, and skipping the store
@@ -140,8 +140,9 @@ func (v *Verifier) Verify(cred string, req Scope, needScope bool) (Result, error
 
 // limit applies the rate limits, then the quotas. What an earlier check
 // took is given back when a later one refuses.
-func (v *Verifier) limit(sn *snapshot, t time.Time, res *Result) Outcome {
-	kb, ab, ok := v.allow(sn, t, res)
+func (v *Verifier) limit(e *entry, t time.Time, res *Result) Outcome {
+	sn := e.snap
+	kb, ab, ok := v.allow(e, t, res)
 	if !ok {
 		res.RetryAfter = res.Rate.RetryAfter
 		return RateLimited
@@ -183,7 +184,8 @@ func count(sn *snapshot, t time.Time) (time.Time, bool) {
 // allow applies the key's rate limit, then its account's; it records the
 // state in res.Rate and returns the buckets that gave a token. A token the
 // key's bucket gave is returned if the account's refuses.
-func (v *Verifier) allow(sn *snapshot, t time.Time, res *Result) (kb, ab *bucket, ok bool) {
+func (v *Verifier) allow(e *entry, t time.Time, res *Result) (kb, ab *bucket, ok bool) {
+	sn := e.snap
 	lim := sn.limit
 	if lim == nil {
 		lim = v.DefaultLimit
@@ -192,8 +194,8 @@ func (v *Verifier) allow(sn *snapshot, t time.Time, res *Result) (kb, ab *bucket
 		}
 	}
 	if !lim.IsZero() {
-		kb = v.Store.limits.get(sn.key.ID, sn.limShard, lim)
-		st, ok := kb.take(lim, t)
+		var st RateState
+		kb, st, ok = v.Store.limits.take(e, lim, t)
 		res.Rate = st
 		if !ok {
 			return nil, nil, false
