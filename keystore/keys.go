@@ -495,8 +495,12 @@ func (s *Store) DeleteKey(id string) error {
 var errSkipped = errors.New("skipped")
 
 // deleteKeyIf deletes a key if cond (checked inside the transaction) holds
-// or is nil.
+// or is nil. It holds flushMu: a flush of last-used times never runs
+// alongside, so it never writes the last use of a key deleted meanwhile
+// (see writeLastUsed).
 func (s *Store) deleteKeyIf(id string, cond func(*Key) bool) error {
+	s.flushMu.Lock()
+	defer s.flushMu.Unlock()
 	var k *Key
 	err := s.update(func(t txn) error {
 		var err error

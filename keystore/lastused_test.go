@@ -1,6 +1,9 @@
 package keystore
 
 import (
+	"maps"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 )
@@ -114,7 +117,8 @@ func TestLastUsedFlushedOnClose(t *testing.T) {
 }
 
 func TestPurgeRevoked(t *testing.T) {
-	s, clock := openClockedStore(t)
+	clock := newTestClock()
+	s := openStoreOpts(t, Options{Now: clock.Now})
 	f := DefaultFormat()
 	mk := func(name string) *Key {
 		k, _, err := s.CreateKey(NewKey{Name: name, Scopes: []string{"a:read"}}, f, "admin")
@@ -161,5 +165,60 @@ func TestPurgeRevoked(t *testing.T) {
 	n, ran, err = s.PurgeRevokedIfDue(720*time.Hour, time.Hour)
 	if err != nil || !ran || n != 1 {
 		t.Fatalf("second purge: n=%d ran=%v err=%v, want 1 (the recent one)", n, ran, err)
+	}
+}
+
+// TestDeleteDuringFlushLeavesNoLastUse: keys are used and deleted while
+// flushes run back to back; no last use (u/) outlives its key, since a
+// delete waits for a running flush and drops the key's pending use.
+func TestDeleteDuringFlushLeavesNoLastUse(t *testing.T) {
+	clock := newTestClock()
+	s := openStoreOpts(t, Options{Now: clock.Now, LastUsedFlush: time.Hour})
+	f := DefaultFormat()
+	v := &Verifier{Store: s, Format: f, DefaultLimit: &Limit{}}
+	const n = 300
+	type key struct{ id, plain string }
+	keys := make([]key, n)
+	for i := range keys {
+		k, plain := mustCreate(t, s, f, NewKey{})
+		keys[i] = key{k.ID, plain}
+	}
+	stop := make(chan struct{})
+	var flushes sync.WaitGroup
+	flushes.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := s.Flush(); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+	var wg sync.WaitGroup
+	for part := range 3 {
+		wg.Go(func() {
+			for i := part; i < n; i += 3 {
+				clock.Advance(time.Second)
+				if res, err := v.Verify(keys[i].plain, Scope{}, false); err != nil || res.Outcome != OK {
+					t.Errorf("verify: %v %v", res.Outcome, err)
+				}
+				if err := s.DeleteKey(keys[i].id); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	flushes.Wait()
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if left := rawEntries(t, s, pfxLastUsed); len(left) != 0 {
+		t.Errorf("%d last uses outlived their keys: %v", len(left), slices.Collect(maps.Keys(left)))
 	}
 }

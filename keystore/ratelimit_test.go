@@ -85,7 +85,8 @@ func TestRateLimitEffective(t *testing.T) {
 // exempt key, the account-wide limit shared by several keys, and that a
 // refused request (scope, account limit) spends nothing.
 func TestVerifyRateLimits(t *testing.T) {
-	s, clock := openClockedStore(t)
+	clock := newTestClock()
+	s := openStoreOpts(t, Options{Now: clock.Now})
 	f := DefaultFormat()
 	v := &Verifier{Store: s, Format: f, DefaultLimit: &Limit{Requests: 3, Window: time.Second, Burst: 3}}
 	mk := func(acct string, rl *RateLimit) string {
@@ -204,7 +205,8 @@ func TestVerifyLimitedDoesNotAllocate(t *testing.T) {
 // the sweep drops the (full) bucket, the next request takes from a new one
 // that the limiters hold, and the limit still counts every request.
 func TestSweptBucketIsForgotten(t *testing.T) {
-	s, clock := openClockedStore(t)
+	clock := newTestClock()
+	s := openStoreOpts(t, Options{Now: clock.Now})
 	f := DefaultFormat()
 	v := &Verifier{Store: s, Format: f}
 	_, plain, err := s.CreateKey(NewKey{Name: "k", Scopes: []string{"a:read"}, RateLimit: &RateLimit{Requests: 2, Window: "1m"}}, f, "admin")

@@ -87,7 +87,7 @@ type Store struct {
 	lastPurge atomic.Int64
 
 	flushEvery time.Duration
-	flushMu    sync.Mutex // one flush at a time
+	flushMu    sync.Mutex // one flush at a time, and no delete during one
 	stop       chan struct{}
 	done       sync.WaitGroup
 }
@@ -340,12 +340,13 @@ func (s *Store) flushLastUsed() error {
 
 // writeLastUsed stores a key's last use in u/, apart from the record: a
 // flush of many keys writes 8 bytes each instead of re-encoding records.
+//
+// It does not read the record to check that the key still exists: deletes
+// hold flushMu, as the flush does, and remove the key's pending use and
+// cache entries before they release it, so every id a flush writes is of a
+// stored key. (Reading each record would touch one page of the record
+// table per used key and flush.)
 func (s *Store) writeLastUsed(t txn, id string, at int64) error {
-	// Reading the record's presence makes a concurrent delete conflict with
-	// this transaction, so a use is never stored for a deleted key.
-	if ok, err := t.exists(keyK(id)); err != nil || !ok {
-		return err
-	}
 	stored, err := t.getLastUsed(id)
 	if err != nil || at <= stored {
 		return err

@@ -15,18 +15,6 @@ func openTestStore(t *testing.T) *Store {
 	return s
 }
 
-// openClockedStore is openTestStore on a test clock set to 2026-01-01.
-func openClockedStore(t *testing.T) (*Store, *testClock) {
-	t.Helper()
-	clock := &testClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	s, err := Open(Options{Dir: t.TempDir(), Now: clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s, clock
-}
-
 func TestCreateVerifyRevoke(t *testing.T) {
 	s := openTestStore(t)
 	f := DefaultFormat()
