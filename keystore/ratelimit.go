@@ -133,14 +133,8 @@ func (b *bucket) refund(now time.Time) {
 	b.lim.AllowN(now, -1)
 }
 
-// full reports whether the bucket is full: then it is indistinguishable
-// from a new one and can be dropped.
-func (b *bucket) full(now time.Time) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.fullLocked(now)
-}
-
+// fullLocked reports whether the bucket is full: then it is
+// indistinguishable from a new one and can be dropped. b.mu is held.
 func (b *bucket) fullLocked(now time.Time) bool {
 	return b.lim.TokensAt(now) >= float64(b.cfg.Burst)
 }

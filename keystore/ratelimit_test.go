@@ -56,10 +56,10 @@ func TestBucketArithmetic(t *testing.T) {
 	if _, ok := b.take(one, t0); !ok {
 		t.Fatal("refunded token not available")
 	}
-	if b.full(t0) {
+	if b.fullLocked(t0) {
 		t.Fatal("empty bucket reported full")
 	}
-	if !b.full(t0.Add(2 * time.Hour)) {
+	if !b.fullLocked(t0.Add(2 * time.Hour)) {
 		t.Fatal("refilled bucket not full")
 	}
 }
