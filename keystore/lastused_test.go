@@ -183,19 +183,9 @@ func TestDeleteDuringFlushLeavesNoLastUse(t *testing.T) {
 		k, plain := mustCreate(t, s, f, NewKey{})
 		keys[i] = key{k.ID, plain}
 	}
-	stop := make(chan struct{})
-	var flushes sync.WaitGroup
-	flushes.Go(func() {
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if err := s.Flush(); err != nil {
-				t.Error(err)
-				return
-			}
+	stopFlushes := repeatUntilStopped(func() {
+		if err := s.Flush(); err != nil {
+			t.Error(err)
 		}
 	})
 	var wg sync.WaitGroup
@@ -213,8 +203,7 @@ func TestDeleteDuringFlushLeavesNoLastUse(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	close(stop)
-	flushes.Wait()
+	stopFlushes()
 	if err := s.Flush(); err != nil {
 		t.Fatal(err)
 	}

@@ -264,18 +264,7 @@ func TestSweepRacesRequests(t *testing.T) {
 		if _, err := s.lookup(HashKey(plain)); err != nil { // cached: no Badger read in the race
 			t.Fatal(err)
 		}
-		stop := make(chan struct{})
-		var sweeps sync.WaitGroup
-		sweeps.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-					s.limits.sweep(time.Now())
-				}
-			}
-		})
+		stopSweeps := repeatUntilStopped(func() { s.limits.sweep(time.Now()) })
 		var passed atomic.Int32
 		var wg sync.WaitGroup
 		for range clients {
@@ -290,8 +279,7 @@ func TestSweepRacesRequests(t *testing.T) {
 			})
 		}
 		wg.Wait()
-		close(stop)
-		sweeps.Wait()
+		stopSweeps()
 		if n := passed.Load(); n != 1 {
 			t.Fatalf("key %d: %d of %d requests passed a limit of 1 a day", i, n, clients)
 		}

@@ -46,6 +46,27 @@ func openStoreOpts(t testing.TB, opts Options) *Store {
 	return s
 }
 
+// repeatUntilStopped calls fn over and over in a goroutine until the
+// returned stop is called; stop waits for the last call to end.
+func repeatUntilStopped(fn func()) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-done:
+				return
+			default:
+				fn()
+			}
+		}
+	})
+	return func() {
+		close(done)
+		wg.Wait()
+	}
+}
+
 func mustCreate(t testing.TB, s *Store, f Format, nk NewKey) (*Key, string) {
 	t.Helper()
 	if nk.Name == "" {
