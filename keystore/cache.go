@@ -10,24 +10,28 @@ import (
 
 // snapshot is an immutable view of a key prepared for verification: the
 // record, its parsed scopes, and the identity values the proxy forwards.
+// The fields a request reads come first; key is last and holds the
+// snapshot's own copy of the record.
 type snapshot struct {
-	key         *Key
-	scopes      []Scope
-	scopeHeader string // granted scopes, space-separated, sorted
-	account     *accountState
-	expires     int64 // unix nanos; 0 = never
-	revoked     bool
+	account *accountState
+	expires int64 // unix nanos; 0 = never
+	revoked bool
+	// limShard is the shard of the key's rate-limit bucket.
+	limShard uint8
 	// limit is the key's own rate limit (the zero Limit if unlimited);
 	// nil means the verifier's default applies.
-	limit    *Limit
-	limShard uint8
+	limit       *Limit
+	scopes      []Scope
+	scopeHeader string // granted scopes, space-separated, sorted
 	// quota and its counter; nil without a quota.
 	quota *Quota
 	qc    *quotaCounter
+	key   Key
 }
 
-func newSnapshot(k *Key, acct *accountState, qc *quotaCounter) *snapshot {
-	sn := &snapshot{key: k, account: acct, revoked: k.RevokedAt != nil, quota: k.Quota, qc: qc}
+// init fills sn from k (copied: the snapshot owns its record).
+func (sn *snapshot) init(k *Key, acct *accountState, qc *quotaCounter) {
+	*sn = snapshot{key: *k, account: acct, revoked: k.RevokedAt != nil, quota: k.Quota, qc: qc}
 	for _, s := range k.Scopes {
 		if sc, err := ParseScope(s); err == nil {
 			sn.scopes = append(sn.scopes, sc)
@@ -42,7 +46,6 @@ func newSnapshot(k *Key, acct *accountState, qc *quotaCounter) *snapshot {
 		sn.limit = &l
 	}
 	sn.limShard = limiterShard(k.ID)
-	return sn
 }
 
 // unixNano is t.UnixNano, saturated to the int64 range: UnixNano is
@@ -62,19 +65,20 @@ var (
 	minUnixNano = time.Unix(0, math.MinInt64)
 )
 
-// entry is what the cache holds for one hash.
+// entry is what the cache holds for one hash: one allocation (entry,
+// snapshot and record), the fields a request reads first.
 type entry struct {
-	snap *snapshot
 	// until is when this hash stops working (unix nanos): set for the old
 	// string of a key regenerated with a grace period; 0 = no end.
 	until int64
-	// lastUsed is the last successful verification (unix nanos), updated on
-	// every hit; flushed is the value last written to Badger.
+	// lastUsed is the last successful verification (unix nanos), updated
+	// at most once a second; flushed is the value last written to Badger.
 	lastUsed atomic.Int64
-	flushed  atomic.Int64
 	// bucket is the key's rate-limit bucket once a request has used it
 	// (see limiters.take); nil until then.
-	bucket atomic.Pointer[bucket]
+	bucket  atomic.Pointer[bucket]
+	snap    snapshot
+	flushed atomic.Int64
 }
 
 const (

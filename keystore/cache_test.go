@@ -283,7 +283,7 @@ func TestCachePutAfterMutation(t *testing.T) {
 	c := newCache(64, nil)
 	var h Hash
 	h[0] = 7
-	e := &entry{snap: &snapshot{key: &Key{ID: "x"}}}
+	e := &entry{snap: snapshot{key: Key{ID: "x"}}}
 	gen := c.gen.Load()
 	c.invalidate(h) // a mutation commits between the read and the fill
 	c.put(h, e, gen)

@@ -115,10 +115,10 @@ func (v *Verifier) Verify(cred string, req Scope, needScope bool) (Result, error
 	if e == nil || (e.until != 0 && now >= e.until) {
 		return Result{Outcome: InvalidKey}, nil
 	}
-	sn := e.snap
+	sn := &e.snap
 	acct := sn.account.acct.Load()
 	res := Result{
-		Key:           sn.key,
+		Key:           &sn.key,
 		Scopes:        sn.scopes,
 		ScopeHeader:   sn.scopeHeader,
 		AccountStatus: acct.Status,
@@ -141,7 +141,7 @@ func (v *Verifier) Verify(cred string, req Scope, needScope bool) (Result, error
 // limit applies the rate limits, then the quotas. What an earlier check
 // took is given back when a later one refuses.
 func (v *Verifier) limit(e *entry, t time.Time, res *Result) Outcome {
-	sn := e.snap
+	sn := &e.snap
 	kb, ab, ok := v.allow(e, t, res)
 	if !ok {
 		res.RetryAfter = res.Rate.RetryAfter
@@ -185,7 +185,7 @@ func count(sn *snapshot, t time.Time) (time.Time, bool) {
 // state in res.Rate and returns the buckets that gave a token. A token the
 // key's bucket gave is returned if the account's refuses.
 func (v *Verifier) allow(e *entry, t time.Time, res *Result) (kb, ab *bucket, ok bool) {
-	sn := e.snap
+	sn := &e.snap
 	lim := sn.limit
 	if lim == nil {
 		lim = v.DefaultLimit
@@ -291,7 +291,7 @@ func (s *Store) lookup(h Hash) (*entry, error) {
 			return nil, err
 		}
 	}
-	e.snap = newSnapshot(k, acct, qc)
+	e.snap.init(k, acct, qc)
 	if k.LastUsedAt != nil {
 		e.flushed.Store(k.LastUsedAt.UnixNano())
 		e.lastUsed.Store(k.LastUsedAt.UnixNano())
