@@ -87,43 +87,67 @@ func BenchmarkVerifyHitParallel(b *testing.B) {
 	})
 }
 
-// BenchmarkVerifyHitSpread is BenchmarkVerifyHit over 10,000 cached keys
-// in a random order, with a rate limit, reading the identity a proxy
-// forwards: what a request costs when its key's memory is out of the CPU's
-// caches, as under the load harness. The key strings lie side by side in
-// one string, as warm as a freshly parsed request's.
-func BenchmarkVerifyHitSpread(b *testing.B) {
+// spreadVerifier is a verifier over n cached keys with a rate limit that
+// never refuses, and the keys in a random order. The key strings lie side
+// by side in one string, as warm as a freshly parsed request's.
+func spreadVerifier(b *testing.B, n int) (*Verifier, []string) {
 	s := benchStore(b, 0)
 	f := DefaultFormat()
-	const n = 10_000
-	plains := importHashedKeys(b, s, f, n)
-	packed := strings.Join(plains, "")
+	packed := strings.Join(importHashedKeys(b, s, f, n), "")
 	keys := make([]string, n)
 	for i, k := range rand.Perm(n) {
 		keys[i] = packed[k*f.KeyLen() : (k+1)*f.KeyLen()]
 	}
 	v := &Verifier{Store: s, Format: f, DefaultLimit: &Limit{Requests: 1 << 30, Window: time.Second, Burst: 1 << 30}}
-	req := Scope{Resource: "contacts", Access: AccessRead}
-	verify := func(key string) int {
-		res, err := v.Verify(key, req, true)
+	for _, k := range keys {
+		if res, err := v.Verify(k, benchScope, true); err != nil || res.Outcome != OK {
+			b.Fatal(res.Outcome.Code(), err)
+		}
+	}
+	return v, keys
+}
+
+var benchScope = Scope{Resource: "contacts", Access: AccessRead}
+
+// BenchmarkVerifyHitSpread is BenchmarkVerifyHit over 10,000 cached keys
+// in a random order, reading the identity a proxy forwards: what a request
+// costs when its key's memory is out of the CPU's caches, as under the
+// load harness.
+func BenchmarkVerifyHitSpread(b *testing.B) {
+	v, keys := spreadVerifier(b, 10_000)
+	b.ReportAllocs()
+	i, sum := 0, 0
+	for b.Loop() {
+		res, err := v.Verify(keys[i%len(keys)], benchScope, true)
 		if err != nil || res.Outcome != OK {
 			b.Fatal(res.Outcome.Code(), err)
 		}
 		k := res.Key
-		return len(k.ID) + len(k.Name) + len(k.Type) + len(k.Account) + len(res.ScopeHeader)
-	}
-	for _, k := range keys {
-		verify(k)
-	}
-	b.ReportAllocs()
-	i, sum := 0, 0
-	for b.Loop() {
-		sum += verify(keys[i%n])
+		sum += len(k.ID) + len(k.Name) + len(k.Type) + len(k.Account) + len(res.ScopeHeader)
 		i++
 	}
 	if sum == 0 {
 		b.Fatal("no identity read")
 	}
+}
+
+// BenchmarkVerifyHitSpreadParallel is BenchmarkVerifyHitSpread from every
+// CPU at once: the cache's and buckets' locks as two cores share them.
+func BenchmarkVerifyHitSpreadParallel(b *testing.B) {
+	v, keys := spreadVerifier(b, 10_000)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := rand.IntN(len(keys))
+		for pb.Next() {
+			i = (i + 7919) % len(keys) // a prime stride: every key, spread
+			res, err := v.Verify(keys[i], benchScope, true)
+			if err != nil || res.Outcome != OK {
+				b.Error(res.Outcome.Code(), err)
+				return
+			}
+		}
+	})
 }
 
 // BenchmarkVerifyMiss verifies random known keys with the cache too small
