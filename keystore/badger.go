@@ -21,11 +21,12 @@ import (
 //
 //	k/<id>             key record (JSON, with hashes in hex)
 //	h/<sha256>         for a key's current string: what verification needs
-//	                   of the key (hashEntry, JSON), so that a cache miss is
-//	                   one read; for the string a regenerate with a grace
-//	                   period replaced: the key's id (stores written before
-//	                   hashEntry existed have ids for current strings too;
-//	                   the next change of the key rewrites them)
+//	                   of the key (its hash entry, binary since schema 2; see
+//	                   hashentry.go), so that a cache miss is one read; for
+//	                   the string a regenerate with a grace period replaced:
+//	                   the key's id (stores written before hash entries
+//	                   existed have ids for current strings too; the next
+//	                   change of the key rewrites them)
 //	ak/<account>/<id>  index of keys by account (empty value)
 //	a/<account>        account (JSON)
 //	e/<id>/<event id>  audit event (JSON)
@@ -49,7 +50,8 @@ const (
 	pfxLastUsed = "u/"
 	pfxRevoked  = "r/"
 	schemaKey   = "m/schema"
-	schemaValue = "1"
+	schemaValue = "2" // binary hash entries
+	schema1     = "1" // JSON hash entries
 	revIndexKey = "m/revoked-index"
 )
 
@@ -242,40 +244,14 @@ func (t txn) getRecord(id string) (*Key, error) {
 	return k, err
 }
 
-// hashEntry is the value of h/<hash> for a key's current string: the
-// fields of the record that verification reads. The record (k/<id>) stays
-// the source of every other field; both are written in one transaction.
-type hashEntry struct {
-	ID        string     `json:"id"`
-	Name      string     `json:"name"`
-	Account   string     `json:"account"`
-	Type      string     `json:"type"`
-	Scopes    []string   `json:"scopes"`
-	ExpiresAt *time.Time `json:"expires_at,omitempty"`
-	RevokedAt *time.Time `json:"revoked_at,omitempty"`
-	RateLimit *RateLimit `json:"rate_limit,omitempty"`
-	Quota     *Quota     `json:"quota,omitempty"`
-}
-
-func encodeHashEntry(k *Key) ([]byte, error) {
-	return json.Marshal(hashEntry{
-		ID: k.ID, Name: k.Name, Account: k.Account, Type: k.Type, Scopes: k.Scopes,
-		ExpiresAt: k.ExpiresAt, RevokedAt: k.RevokedAt, RateLimit: k.RateLimit, Quota: k.Quota,
-	})
-}
-
 // putHashEntry writes h/<hash> of the key's current string.
 func (t txn) putHashEntry(k *Key) error {
-	b, err := encodeHashEntry(k)
-	if err != nil {
-		return err
-	}
-	return t.tx.Set(keyH(k.Hash), b)
+	return t.tx.Set(keyH(k.Hash), encodeHashEntry(k))
 }
 
 // keyForHash returns the key a hash names, for verification: from the
-// hash entry alone (a key with only the fields of hashEntry, and Hash),
-// or, for a grace-period string or an entry written before hashEntry
+// hash entry alone (a key with only the hash entry's fields, and Hash),
+// or, for a grace-period string or an entry written before hash entries
 // existed, the whole record. ErrNotFound if the hash is unknown.
 func (t txn) keyForHash(h Hash) (*Key, error) {
 	item, err := t.tx.Get(keyH(h))
@@ -288,20 +264,8 @@ func (t txn) keyForHash(h Hash) (*Key, error) {
 	var k *Key
 	var id string
 	err = item.Value(func(b []byte) error {
-		if len(b) == 0 || b[0] != '{' {
-			id = string(b)
-			return nil
-		}
-		var he hashEntry
-		if err := json.Unmarshal(b, &he); err != nil {
-			return fmt.Errorf("decoding the hash entry of key: %w", err)
-		}
-		k = &Key{
-			ID: he.ID, Name: he.Name, Account: he.Account, Type: he.Type, Scopes: he.Scopes,
-			ExpiresAt: he.ExpiresAt, RevokedAt: he.RevokedAt, RateLimit: he.RateLimit, Quota: he.Quota,
-			Hash: h,
-		}
-		return nil
+		k, id, err = decodeHashValue(b, h)
+		return err
 	})
 	if err != nil || k != nil {
 		return k, err

@@ -152,11 +152,7 @@ func writeNewKey(set func(key, val []byte) error, k *Key, action, actor string) 
 	if err := set(keyK(k.ID), rec); err != nil {
 		return err
 	}
-	he, err := encodeHashEntry(k)
-	if err != nil {
-		return err
-	}
-	if err := set(keyH(k.Hash), he); err != nil {
+	if err := set(keyH(k.Hash), encodeHashEntry(k)); err != nil {
 		return err
 	}
 	if err := set(keyAK(k.Account, k.ID), []byte{}); err != nil {

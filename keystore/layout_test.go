@@ -176,7 +176,7 @@ func checkHashEntries(t *testing.T, s *Store) {
 			if err != nil {
 				return err
 			}
-			if len(b) == 0 || b[0] != '{' {
+			if len(b) == 0 || b[0] != hashEntryV1 {
 				return fmt.Errorf("h/ of key %s is %q, not a hash entry", rec.ID, b)
 			}
 			got, err = tx.keyForHash(rec.Hash)

@@ -128,8 +128,7 @@ func loadStreams(existing []kv, keys []*Key, actor string) ([]func() ([]kv, erro
 		return kv{keyE(k.ID, newEventID()), ev}, err
 	})
 	parts[pfxHash] = keyStream(byHash, func(k *Key) (kv, error) {
-		he, err := encodeHashEntry(k)
-		return kv{keyH(k.Hash), he}, err
+		return kv{keyH(k.Hash), encodeHashEntry(k)}, nil
 	})
 	parts[pfxKey] = keyStream(byID, func(k *Key) (kv, error) {
 		rec, err := encodeKey(k)

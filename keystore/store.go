@@ -178,12 +178,20 @@ func (s *Store) init() error {
 		if err != nil {
 			return err
 		}
-		return item.Value(func(v []byte) error {
-			if string(v) != schemaValue {
-				return fmt.Errorf("key store schema %q is not supported (want %s)", v, schemaValue)
-			}
+		var schema string
+		if err := item.Value(func(v []byte) error { schema = string(v); return nil }); err != nil {
+			return err
+		}
+		switch schema {
+		case schemaValue:
 			return nil
-		})
+		case schema1:
+			// Schema 2 reads everything schema 1 wrote; the marker keeps a
+			// build of schema 1, which cannot read binary hash entries,
+			// from opening the store once this one has written them.
+			return t.set([]byte(schemaKey), []byte(schemaValue))
+		}
+		return fmt.Errorf("key store schema %q is not supported (want %s)", schema, schemaValue)
 	})
 	if err != nil {
 		return err
