@@ -132,22 +132,32 @@ func decodeHashValue(b []byte, h Hash) (k *Key, id string, err error) {
 
 var errHashEntry = errors.New("malformed hash entry")
 
-// decodeHashEntry decodes the message of a hashEntryV1 value.
+// decodeHashEntry decodes the message of a hashEntryV1 value. The key's
+// strings are substrings of one copy of the message: one allocation
+// instead of one a string.
 func decodeHashEntry(b []byte) (*Key, error) {
 	k := &Key{}
+	msg := string(b)
+	str := func(v []byte) string {
+		if len(v) == 0 { // nil for a field of the wrong wire type
+			return ""
+		}
+		off := cap(b) - cap(v) // v is b[off:off+len(v)]
+		return msg[off : off+len(v)]
+	}
 	err := eachField(b, func(n protowire.Number, v []byte, x uint64) error {
 		var err error
 		switch n {
 		case heID:
-			k.ID = string(v)
+			k.ID = str(v)
 		case heName:
-			k.Name = string(v)
+			k.Name = str(v)
 		case heAccount:
-			k.Account = string(v)
+			k.Account = str(v)
 		case heType:
-			k.Type = string(v)
+			k.Type = str(v)
 		case heScope:
-			k.Scopes = append(k.Scopes, string(v))
+			k.Scopes = append(k.Scopes, str(v))
 		case heExpiresAt:
 			k.ExpiresAt, err = decodeTime(v)
 		case heRevokedAt:

@@ -99,6 +99,7 @@ func TestHashValueForms(t *testing.T) {
 		{name: "binary", in: encodeHashEntry(&Key{ID: "k"}), wantKey: "k"},
 		{name: "unknown field skipped", in: append(encodeHashEntry(&Key{ID: "k"}), protowire.AppendVarint(tag(99, protowire.VarintType), 7)...), wantKey: "k"},
 		{name: "fixed64 field skipped", in: append(encodeHashEntry(&Key{ID: "k"}), protowire.AppendFixed64(tag(50, protowire.Fixed64Type), 7)...), wantKey: "k"},
+		{name: "known field of another wire type reads as empty", in: append(encodeHashEntry(&Key{ID: "k"}), protowire.AppendVarint(tag(heType, protowire.VarintType), 0)...), wantKey: "k"},
 		{name: "broken JSON", in: []byte(`{"id":`), wantErr: true},
 		{name: "binary without id", in: bad(), wantErr: true},
 		{name: "truncated length", in: bad(append(tag(heID, protowire.BytesType), 5, 'a')...), wantErr: true},
