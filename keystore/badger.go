@@ -39,6 +39,8 @@ import (
 //	                   digits of unix nanos), so that the purge reads only
 //	                   the keys it deletes
 //	m/revoked-index    present once every revoked key is in r/
+//	m/schema           the layout's version: "2" (binary hash entries);
+//	                   Open marks a store of "1" (JSON ones) "2"
 const (
 	pfxKey      = "k/"
 	pfxHash     = "h/"
