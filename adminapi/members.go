@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"unicode/utf8"
 )
 
 // checkMembers enforces, on a request body that is valid JSON and is to
@@ -308,10 +309,13 @@ func stringEnd(b []byte, i int) int {
 	}
 }
 
-// memberName returns the name in a quoted JSON string, unescaped.
+// memberName returns the name in a quoted JSON string as encoding/json
+// decodes it: unescaped, and with each byte that is not UTF-8 replaced by
+// U+FFFD (so "\x8e" and "\x92" are the same name, as they are to the
+// decoder).
 func memberName(quoted []byte) []byte {
 	inner := quoted[1 : len(quoted)-1]
-	if bytes.IndexByte(inner, '\\') < 0 {
+	if bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
 		return inner
 	}
 	var s string

@@ -38,6 +38,9 @@ func TestCheckMembers(t *testing.T) {
 		{`[{}, {}, {"rate_limit": {"burst": 1, "Burst": 2}}]`, importT, "keys", "keys[2].rate_limit.Burst"},
 		{`[{}, 1, "x", null, {"key": "k", "nope": 1}]`, importT, "keys", "keys[4].nope"},
 		{`[{"metadata": {"k": "1", "K": "2"}}]`, importT, "keys", ""},
+		// Bytes that are not UTF-8 decode as U+FFFD: two such names are one.
+		{"{\"metadata\": {\"\x8e\": \"1\", \"\x92\": \"2\"}}", createT, "", "metadata.\ufffd"},
+		{"{\"metadata\": {\"\x8e\": \"1\", \"\ufffd\": \"2\"}}", createT, "", "metadata.\ufffd"},
 		{`{"a": 1, "b": [1, 2, {"c": true, "c": false}]}`, anyT, "", "b[2].c"},
 		{`{"a": -1.5e10, "b": null, "c": true, "a": 0}`, anyT, "", "a"},
 	}
