@@ -48,7 +48,7 @@ const (
 
 // encodeHashEntry encodes the hash entry of k.
 func encodeHashEntry(k *Key) []byte {
-	b := make([]byte, 1, 96)
+	b := make([]byte, 1, 128) // a typical entry is about 100 bytes
 	b[0] = hashEntryV1
 	b = appendString(b, heID, k.ID)
 	b = appendString(b, heName, k.Name)
