@@ -69,17 +69,21 @@ func encodeHashEntry(k *Key) []byte {
 			m = protowire.AppendTag(m, 4, protowire.VarintType)
 			m = protowire.AppendVarint(m, 1)
 		}
-		b = protowire.AppendTag(b, heRateLimit, protowire.BytesType)
-		b = protowire.AppendBytes(b, m)
+		b = appendMessage(b, heRateLimit, m)
 	}
 	if q := k.Quota; q != nil {
 		var m []byte
 		m = appendInt(m, 1, q.Requests)
 		m = appendString(m, 2, q.Period)
-		b = protowire.AppendTag(b, heQuota, protowire.BytesType)
-		b = protowire.AppendBytes(b, m)
+		b = appendMessage(b, heQuota, m)
 	}
 	return b
+}
+
+// appendMessage appends field n holding the encoded message m.
+func appendMessage(b []byte, n protowire.Number, m []byte) []byte {
+	b = protowire.AppendTag(b, n, protowire.BytesType)
+	return protowire.AppendBytes(b, m)
 }
 
 func appendString(b []byte, n protowire.Number, s string) []byte {
@@ -108,8 +112,7 @@ func appendTime(b []byte, n protowire.Number, t *time.Time) []byte {
 		m = protowire.AppendTag(m, 2, protowire.VarintType)
 		m = protowire.AppendVarint(m, uint64(ns))
 	}
-	b = protowire.AppendTag(b, n, protowire.BytesType)
-	return protowire.AppendBytes(b, m)
+	return appendMessage(b, n, m)
 }
 
 // decodeHashValue decodes the value of h/<h>: a key with the hash entry's
@@ -260,23 +263,22 @@ func eachField(b []byte, fn func(n protowire.Number, v []byte, x uint64) error) 
 		b = b[l:]
 		var v []byte
 		var x uint64
+		skip := false
 		switch typ {
 		case protowire.BytesType:
 			v, l = protowire.ConsumeBytes(b)
 		case protowire.VarintType:
 			x, l = protowire.ConsumeVarint(b)
 		default:
-			l = protowire.ConsumeFieldValue(n, typ, b)
-			if l < 0 {
-				return fmt.Errorf("%w: %v", errHashEntry, protowire.ParseError(l))
-			}
-			b = b[l:]
-			continue
+			l, skip = protowire.ConsumeFieldValue(n, typ, b), true
 		}
 		if l < 0 {
 			return fmt.Errorf("%w: %v", errHashEntry, protowire.ParseError(l))
 		}
 		b = b[l:]
+		if skip {
+			continue
+		}
 		if err := fn(n, v, x); err != nil {
 			return err
 		}
