@@ -19,7 +19,8 @@ import (
 // The persistence seam: everything that knows about Badger is in this file.
 // Keys in the database:
 //
-//	k/<id>             key record (JSON, with hashes in hex)
+//	k/<id>             key record (binary since schema 3, see record.go;
+//	                   JSON with hashes in hex before)
 //	h/<sha256>         for a key's current string: what verification needs
 //	                   of the key (its hash entry, binary since schema 2; see
 //	                   hashentry.go), so that a cache miss is one read; for
@@ -39,8 +40,9 @@ import (
 //	                   digits of unix nanos), so that the purge reads only
 //	                   the keys it deletes
 //	m/revoked-index    present once every revoked key is in r/
-//	m/schema           the layout's version: "2" (binary hash entries);
-//	                   Open marks a store of "1" (JSON ones) "2"
+//	m/schema           the layout's version: "3" (binary key records);
+//	                   Open marks a store of "2" (binary hash entries, JSON
+//	                   records) or "1" (JSON both) "3"
 const (
 	pfxKey      = "k/"
 	pfxHash     = "h/"
@@ -52,8 +54,9 @@ const (
 	pfxLastUsed = "u/"
 	pfxRevoked  = "r/"
 	schemaKey   = "m/schema"
-	schemaValue = "2" // binary hash entries
-	schema1     = "1" // JSON hash entries
+	schemaValue = "3" // binary key records
+	schema2     = "2" // binary hash entries, JSON key records
+	schema1     = "1" // JSON hash entries and key records
 	revIndexKey = "m/revoked-index"
 )
 
@@ -139,45 +142,6 @@ func openBadger(dir string, logger *zap.Logger) (*badger.DB, error) {
 		return nil, fmt.Errorf("opening key store at %s: %w", dir, err)
 	}
 	return db, nil
-}
-
-// storedKey is a key record as persisted: the record plus its hashes.
-type storedKey struct {
-	*Key
-	HashHex     string     `json:"hash"`
-	PrevHashHex string     `json:"prev_hash,omitempty"`
-	PrevUntil   *time.Time `json:"prev_until,omitempty"`
-}
-
-func encodeKey(k *Key) ([]byte, error) {
-	sk := storedKey{Key: k, HashHex: k.Hash.String()}
-	if k.PrevHash != nil {
-		sk.PrevHashHex = k.PrevHash.String()
-		t := k.PrevUntil
-		sk.PrevUntil = &t
-	}
-	return json.Marshal(sk)
-}
-
-func decodeKey(b []byte) (*Key, error) {
-	sk := storedKey{Key: new(Key)}
-	if err := json.Unmarshal(b, &sk); err != nil {
-		return nil, fmt.Errorf("decoding key record: %w", err)
-	}
-	h, err := ParseHash(sk.HashHex)
-	if err != nil {
-		return nil, fmt.Errorf("decoding key record %s: %w", sk.ID, err)
-	}
-	sk.Key.Hash = h
-	if sk.PrevHashHex != "" && sk.PrevUntil != nil {
-		ph, err := ParseHash(sk.PrevHashHex)
-		if err != nil {
-			return nil, fmt.Errorf("decoding key record %s: %w", sk.ID, err)
-		}
-		sk.Key.PrevHash = &ph
-		sk.Key.PrevUntil = *sk.PrevUntil
-	}
-	return sk.Key, nil
 }
 
 // txn wraps a Badger transaction with the record-level operations.
@@ -297,11 +261,7 @@ func (t txn) getRaw(key []byte) ([]byte, error) {
 }
 
 func (t txn) putKey(k *Key) error {
-	b, err := encodeKey(k)
-	if err != nil {
-		return err
-	}
-	return t.tx.Set(keyK(k.ID), b)
+	return t.tx.Set(keyK(k.ID), encodeKey(k))
 }
 
 func (t txn) putJSON(key []byte, v any) error {

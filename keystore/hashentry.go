@@ -50,6 +50,12 @@ const (
 func encodeHashEntry(k *Key) []byte {
 	b := make([]byte, 1, 128) // a typical entry is about 100 bytes
 	b[0] = hashEntryV1
+	return appendEntryFields(b, k)
+}
+
+// appendEntryFields appends the hash entry's fields of k: the first part
+// of a binary key record too.
+func appendEntryFields(b []byte, k *Key) []byte {
 	b = appendString(b, heID, k.ID)
 	b = appendString(b, heName, k.Name)
 	b = appendString(b, heAccount, k.Account)
@@ -69,19 +75,20 @@ func encodeHashEntry(k *Key) []byte {
 			m = protowire.AppendTag(m, 4, protowire.VarintType)
 			m = protowire.AppendVarint(m, 1)
 		}
-		b = appendMessage(b, heRateLimit, m)
+		b = appendBytes(b, heRateLimit, m)
 	}
 	if q := k.Quota; q != nil {
 		var m []byte
 		m = appendInt(m, 1, q.Requests)
 		m = appendString(m, 2, q.Period)
-		b = appendMessage(b, heQuota, m)
+		b = appendBytes(b, heQuota, m)
 	}
 	return b
 }
 
-// appendMessage appends field n holding the encoded message m.
-func appendMessage(b []byte, n protowire.Number, m []byte) []byte {
+// appendBytes appends length-delimited field n: bytes, or an encoded
+// message.
+func appendBytes(b []byte, n protowire.Number, m []byte) []byte {
 	b = protowire.AppendTag(b, n, protowire.BytesType)
 	return protowire.AppendBytes(b, m)
 }
@@ -112,7 +119,7 @@ func appendTime(b []byte, n protowire.Number, t *time.Time) []byte {
 		m = protowire.AppendTag(m, 2, protowire.VarintType)
 		m = protowire.AppendVarint(m, uint64(ns))
 	}
-	return appendMessage(b, n, m)
+	return appendBytes(b, n, m)
 }
 
 // decodeHashValue decodes the value of h/<h>: a key with the hash entry's
@@ -133,13 +140,25 @@ func decodeHashValue(b []byte, h Hash) (k *Key, id string, err error) {
 	return k, "", nil
 }
 
-var errHashEntry = errors.New("malformed hash entry")
+var errEntry = errors.New("malformed entry")
 
-// decodeHashEntry decodes the message of a hashEntryV1 value. The key's
-// strings are substrings of one copy of the message: one allocation
-// instead of one a string.
+// decodeHashEntry decodes the message of a hashEntryV1 value.
 func decodeHashEntry(b []byte) (*Key, error) {
 	k := &Key{}
+	if err := decodeKeyFields(b, k, heQuota); err != nil {
+		return nil, err
+	}
+	if k.ID == "" {
+		return nil, fmt.Errorf("%w: no id", errEntry)
+	}
+	return k, nil
+}
+
+// decodeKeyFields decodes the fields of a hash entry or of a binary key
+// record, up to field last, into k; later fields are skipped. The key's
+// strings are substrings of one copy of the message: one allocation
+// instead of one a string.
+func decodeKeyFields(b []byte, k *Key, last protowire.Number) error {
 	msg := string(b)
 	str := func(v []byte) string {
 		if len(v) == 0 { // nil for a field of the wrong wire type
@@ -148,7 +167,12 @@ func decodeHashEntry(b []byte) (*Key, error) {
 		off := cap(b) - cap(v) // v is b[off:off+len(v)]
 		return msg[off : off+len(v)]
 	}
+	var prevHash *Hash
+	var prevUntil *time.Time
 	err := eachField(b, func(n protowire.Number, v []byte, x uint64) error {
+		if n > last {
+			return nil
+		}
 		var err error
 		switch n {
 		case heID:
@@ -169,16 +193,41 @@ func decodeHashEntry(b []byte) (*Key, error) {
 			k.RateLimit, err = decodeRateLimit(v)
 		case heQuota:
 			k.Quota, err = decodeQuota(v)
+		case krHint:
+			k.Hint = str(v)
+		case krCreatedAt:
+			err = decodeTimeInto(v, &k.CreatedAt)
+		case krUpdatedAt:
+			err = decodeTimeInto(v, &k.UpdatedAt)
+		case krLastUsedAt:
+			k.LastUsedAt, err = decodeTime(v)
+		case krMetadata:
+			err = decodeMetadata(v, str, k)
+		case krHash:
+			err = decodeHashInto(v, &k.Hash)
+		case krPrevHash:
+			prevHash = new(Hash)
+			err = decodeHashInto(v, prevHash)
+		case krPrevUntil:
+			prevUntil, err = decodeTime(v)
 		}
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if k.ID == "" {
-		return nil, fmt.Errorf("%w: no id", errHashEntry)
+	if prevHash != nil && prevUntil != nil {
+		k.PrevHash, k.PrevUntil = prevHash, *prevUntil
 	}
-	return k, nil
+	return nil
+}
+
+func decodeTimeInto(b []byte, t *time.Time) error {
+	v, err := decodeTime(b)
+	if err == nil {
+		*t = *v
+	}
+	return err
 }
 
 func decodeTime(b []byte) (*time.Time, error) {
@@ -197,7 +246,7 @@ func decodeTime(b []byte) (*time.Time, error) {
 		return nil, err
 	}
 	if nsec >= uint64(time.Second) || sec < minEntrySec || sec > maxEntrySec {
-		return nil, fmt.Errorf("%w: time %d.%09d out of range", errHashEntry, sec, nsec)
+		return nil, fmt.Errorf("%w: time %d.%09d out of range", errEntry, sec, nsec)
 	}
 	t := time.Unix(sec, int64(nsec)).UTC()
 	return &t, nil
@@ -246,7 +295,7 @@ func decodeQuota(b []byte) (*Quota, error) {
 func toInt(x uint64) (int, error) {
 	v := protowire.DecodeZigZag(x)
 	if v < math.MinInt || v > math.MaxInt {
-		return 0, fmt.Errorf("%w: %d out of range", errHashEntry, v)
+		return 0, fmt.Errorf("%w: %d out of range", errEntry, v)
 	}
 	return int(v), nil
 }
@@ -258,7 +307,7 @@ func eachField(b []byte, fn func(n protowire.Number, v []byte, x uint64) error) 
 	for len(b) > 0 {
 		n, typ, l := protowire.ConsumeTag(b)
 		if l < 0 {
-			return fmt.Errorf("%w: %v", errHashEntry, protowire.ParseError(l))
+			return fmt.Errorf("%w: %v", errEntry, protowire.ParseError(l))
 		}
 		b = b[l:]
 		var v []byte
@@ -273,7 +322,7 @@ func eachField(b []byte, fn func(n protowire.Number, v []byte, x uint64) error) 
 			l, skip = protowire.ConsumeFieldValue(n, typ, b), true
 		}
 		if l < 0 {
-			return fmt.Errorf("%w: %v", errHashEntry, protowire.ParseError(l))
+			return fmt.Errorf("%w: %v", errEntry, protowire.ParseError(l))
 		}
 		b = b[l:]
 		if skip {

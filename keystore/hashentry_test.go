@@ -130,62 +130,84 @@ func TestHashValueForms(t *testing.T) {
 	}
 }
 
-// TestOpensSchema1Store: a store as schema 1 left it (JSON hash entries,
-// marker "1") opens, is marked schema 2, verifies its keys, and writes a
-// binary entry for a key that changes. A store of an unknown schema is
-// refused.
-func TestOpensSchema1Store(t *testing.T) {
-	dir := t.TempDir()
-	f := DefaultFormat()
-	s := openStoreOpts(t, Options{Dir: dir})
-	a, aPlain := mustCreate(t, s, f, NewKey{Name: "a", Scopes: []string{"contacts:read"}})
-	b, bPlain := mustCreate(t, s, f, NewKey{Name: "b"})
-	err := s.update(func(tx txn) error {
-		for _, k := range []*Key{a, b} {
-			if err := tx.set(keyH(k.Hash), encodeJSONHashEntry(t, k)); err != nil {
-				return err
+// TestOpensOlderSchemaStores: a store as schema 1 left it (JSON hash
+// entries and records, marker "1") or schema 2 (binary hash entries, JSON
+// records, marker "2") opens, is marked schema 3, lists and verifies its
+// keys, and writes a binary entry and record for a key that changes. A
+// store of an unknown schema is refused.
+func TestOpensOlderSchemaStores(t *testing.T) {
+	for _, schema := range []string{schema1, schema2} {
+		t.Run("schema "+schema, func(t *testing.T) {
+			dir := t.TempDir()
+			f := DefaultFormat()
+			s := openStoreOpts(t, Options{Dir: dir})
+			a, aPlain := mustCreate(t, s, f, NewKey{Name: "a", Scopes: []string{"contacts:read"}, Metadata: map[string]string{"team": "x"}})
+			b, bPlain := mustCreate(t, s, f, NewKey{Name: "b"})
+			err := s.update(func(tx txn) error {
+				for _, k := range []*Key{a, b} {
+					entry := encodeHashEntry(k)
+					if schema == schema1 {
+						entry = encodeJSONHashEntry(t, k)
+					}
+					if err := tx.set(keyH(k.Hash), entry); err != nil {
+						return err
+					}
+					if err := tx.set(keyK(k.ID), encodeJSONKey(t, k)); err != nil {
+						return err
+					}
+				}
+				return tx.set([]byte(schemaKey), []byte(schema))
+			})
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
-		return tx.set([]byte(schemaKey), []byte(schema1))
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
 
-	s = openStoreOpts(t, Options{Dir: dir})
-	if got := rawValue(t, s, []byte(schemaKey)); string(got) != schemaValue {
-		t.Fatalf("schema after opening a schema 1 store: %q", got)
-	}
-	v := &Verifier{Store: s, Format: f}
-	for _, p := range []string{aPlain, bPlain} {
-		if res, err := v.Verify(p, Scope{}, false); err != nil || res.Outcome != OK {
-			t.Fatalf("a key with a JSON entry: %v %v", res.Outcome, err)
-		}
-	}
-	if got := rawValue(t, s, keyH(a.Hash)); got[0] != '{' {
-		t.Fatalf("an unchanged key's entry was rewritten: %q", got)
-	}
-	if _, err := s.RevokeKey(a.ID, "t"); err != nil {
-		t.Fatal(err)
-	}
-	if got := rawValue(t, s, keyH(a.Hash)); got[0] != hashEntryV1 {
-		t.Fatalf("a changed key's entry is still %q", got)
-	}
-	if res, err := v.Verify(aPlain, Scope{}, false); err != nil || res.Outcome != KeyRevoked {
-		t.Fatalf("after the revoke: %v %v", res.Outcome, err)
-	}
-	if err := s.update(func(tx txn) error { return tx.set([]byte(schemaKey), []byte("3")) }); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if s, err := Open(Options{Dir: dir}); err == nil {
-		s.Close()
-		t.Fatal("a store of schema 3 opened")
+			s = openStoreOpts(t, Options{Dir: dir})
+			if got := rawValue(t, s, []byte(schemaKey)); string(got) != schemaValue {
+				t.Fatalf("schema after opening: %q", got)
+			}
+			got, err := s.Key(a.ID)
+			if err != nil || got.Name != "a" || got.Metadata["team"] != "x" || got.Hash != a.Hash || !got.CreatedAt.Equal(a.CreatedAt) {
+				t.Fatalf("a key with a JSON record: %+v, %v", got, err)
+			}
+			v := &Verifier{Store: s, Format: f}
+			for _, p := range []string{aPlain, bPlain} {
+				if res, err := v.Verify(p, Scope{}, false); err != nil || res.Outcome != OK {
+					t.Fatalf("a key with older entries: %v %v", res.Outcome, err)
+				}
+			}
+			if got := rawValue(t, s, keyK(a.ID)); got[0] != '{' {
+				t.Fatalf("an unchanged key's record was rewritten: %q", got)
+			}
+			if _, err := s.RevokeKey(a.ID, "t"); err != nil {
+				t.Fatal(err)
+			}
+			if got := rawValue(t, s, keyH(a.Hash)); got[0] != hashEntryV1 {
+				t.Fatalf("a changed key's entry is still %q", got)
+			}
+			if got := rawValue(t, s, keyK(a.ID)); got[0] != keyRecordV1 {
+				t.Fatalf("a changed key's record is still %q", got)
+			}
+			if res, err := v.Verify(aPlain, Scope{}, false); err != nil || res.Outcome != KeyRevoked {
+				t.Fatalf("after the revoke: %v %v", res.Outcome, err)
+			}
+			if got, err := s.Key(a.ID); err != nil || got.RevokedAt == nil || got.Metadata["team"] != "x" {
+				t.Fatalf("the revoked key's binary record: %+v, %v", got, err)
+			}
+			if err := s.update(func(tx txn) error { return tx.set([]byte(schemaKey), []byte("4")) }); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if s, err := Open(Options{Dir: dir}); err == nil {
+				s.Close()
+				t.Fatal("a store of schema 4 opened")
+			}
+		})
 	}
 }
 
@@ -216,8 +238,8 @@ func FuzzHashEntry(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		k, _, err := decodeHashValue(b, h)
 		if err != nil {
-			if !errors.Is(err, errHashEntry) && len(b) > 0 && b[0] == hashEntryV1 {
-				t.Fatalf("binary entry refused with %v, not errHashEntry", err)
+			if !errors.Is(err, errEntry) && len(b) > 0 && b[0] == hashEntryV1 {
+				t.Fatalf("binary entry refused with %v, not errEntry", err)
 			}
 			return
 		}

@@ -141,10 +141,7 @@ func (s *Store) insertKeys(keys []*Key, action, actor string) error {
 // writeNewKey writes a new key's entries (record, hash index, account
 // index, created event) with set: a transaction's or the bulk writer's.
 func writeNewKey(set func(key, val []byte) error, k *Key, action, actor string) error {
-	rec, err := encodeKey(k)
-	if err != nil {
-		return err
-	}
+	rec := encodeKey(k)
 	ev, err := createdEvent(k, action, actor)
 	if err != nil {
 		return err

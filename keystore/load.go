@@ -114,13 +114,15 @@ func loadStreams(existing []kv, keys []*Key, actor string) ([]func() ([]kv, erro
 		parts[p] = fixedStream(entries)
 	}
 
-	byID := slices.Clone(keys)
-	slices.SortFunc(byID, func(a, b *Key) int { return cmp.Compare(a.ID, b.ID) })
+	// Sorted concurrently, each stream waiting for its order: the hash
+	// order is needed third, so its sort runs while the first parts are
+	// written.
+	byID := sorting(keys, func(a, b *Key) int { return cmp.Compare(a.ID, b.ID) })
 	// ak/<account>/<id> in byte order: "acme-2/" sorts before "acme/".
-	byAccount := slices.Clone(byID)
-	slices.SortStableFunc(byAccount, func(a, b *Key) int { return cmpSegment(a.Account, b.Account) })
-	byHash := slices.Clone(keys)
-	slices.SortFunc(byHash, func(a, b *Key) int { return bytes.Compare(a.Hash[:], b.Hash[:]) })
+	byAccount := sorting(keys, func(a, b *Key) int {
+		return cmp.Or(cmpSegment(a.Account, b.Account), cmp.Compare(a.ID, b.ID))
+	})
+	byHash := sorting(keys, func(a, b *Key) int { return bytes.Compare(a.Hash[:], b.Hash[:]) })
 
 	parts[pfxAcctKey] = keyStream(byAccount, func(k *Key) (kv, error) { return kv{keyAK(k.Account, k.ID), []byte{}}, nil })
 	parts[pfxEvent] = keyStream(byID, func(k *Key) (kv, error) {
@@ -131,8 +133,7 @@ func loadStreams(existing []kv, keys []*Key, actor string) ([]func() ([]kv, erro
 		return kv{keyH(k.Hash), encodeHashEntry(k)}, nil
 	})
 	parts[pfxKey] = keyStream(byID, func(k *Key) (kv, error) {
-		rec, err := encodeKey(k)
-		return kv{keyK(k.ID), rec}, err
+		return kv{keyK(k.ID), encodeKey(k)}, nil
 	})
 	// Prefixes are "<segment>/" with no "/" inside the segment, so the
 	// order of the prefixes is the order of their keys.
@@ -153,11 +154,31 @@ func fixedStream(entries []kv) func() ([]kv, error) {
 	}
 }
 
-// keyStream encodes one entry per key, in the keys' order, a batch at a
-// time.
-func keyStream(keys []*Key, entry func(*Key) (kv, error)) func() ([]kv, error) {
+// sorting sorts a copy of keys in the background; the function it returns
+// waits for the sort and returns the copy.
+func sorting(keys []*Key, cmp func(a, b *Key) int) func() []*Key {
+	out := slices.Clone(keys)
+	done := make(chan struct{})
+	go func() {
+		slices.SortFunc(out, cmp)
+		close(done)
+	}()
+	return func() []*Key {
+		<-done
+		return out
+	}
+}
+
+// keyStream encodes one entry per key, in the order sorted returns, a
+// batch at a time.
+func keyStream(sorted func() []*Key, entry func(*Key) (kv, error)) func() ([]kv, error) {
 	batch := make([]kv, 0, loadBatch)
+	var keys []*Key
+	started := false
 	return func() ([]kv, error) {
+		if !started {
+			keys, started = sorted(), true
+		}
 		batch = batch[:0]
 		for len(keys) > 0 && len(batch) < loadBatch {
 			e, err := entry(keys[0])

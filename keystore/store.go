@@ -185,10 +185,11 @@ func (s *Store) init() error {
 		switch schema {
 		case schemaValue:
 			return nil
-		case schema1:
-			// Schema 2 reads everything schema 1 wrote; the marker keeps a
-			// build of schema 1, which cannot read binary hash entries,
-			// from opening the store once this one has written them.
+		case schema1, schema2:
+			// Schema 3 reads everything schemas 1 and 2 wrote; the marker
+			// keeps their builds, which cannot read binary key records (nor,
+			// schema 1, binary hash entries), from opening the store once
+			// this one has written them.
 			return t.set([]byte(schemaKey), []byte(schemaValue))
 		}
 		return fmt.Errorf("key store schema %q is not supported (want %s)", schema, schemaValue)
