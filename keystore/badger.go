@@ -30,7 +30,8 @@ import (
 //	                   change of the key rewrites them)
 //	ak/<account>/<id>  index of keys by account (empty value)
 //	a/<account>        account (JSON)
-//	e/<id>/<event id>  audit event (JSON)
+//	e/<id>/<event id>  audit event (binary since schema 3, see audit.go;
+//	                   JSON before)
 //	q/k/<id>           a key's quota count (JSON {period, used})
 //	q/a/<account>      an account's quota count
 //	u/<id>             a key's last use (unix nanos, 8 bytes big-endian):
@@ -40,7 +41,8 @@ import (
 //	                   digits of unix nanos), so that the purge reads only
 //	                   the keys it deletes
 //	m/revoked-index    present once every revoked key is in r/
-//	m/schema           the layout's version: "3" (binary key records);
+//	m/schema           the layout's version: "3" (binary key records and
+//	                   audit events);
 //	                   Open marks a store of "2" (binary hash entries, JSON
 //	                   records) or "1" (JSON both) "3"
 const (
@@ -103,8 +105,8 @@ func keyH(h Hash) []byte {
 //     the memory-mapped table, without a copy or a decompression (a
 //     Snappy block costs a 4 KiB allocation and about 3 µs to decompress
 //     on every cache miss, or a block cache of its own). The store takes
-//     more disk: 1.1 GiB for a million keys with the hash entries (0.39
-//     GiB with Snappy and id-only entries). Tables written compressed by
+//     more disk: 0.63 GiB for a million keys with the hash entries (0.39
+//     GiB with Snappy, id-only entries and JSON records). Tables written compressed by
 //     earlier versions stay readable (Badger records each table's
 //     compression) until compaction rewrites them.
 //   - Bloom filters at 0.1% false positives (default 1%): a lookup checks
