@@ -156,6 +156,17 @@ func TestOpensOlderSchemaStores(t *testing.T) {
 						return err
 					}
 				}
+				// Replace a's created event with the JSON one older schemas wrote.
+				if err := tx.tx.Delete(firstEventKey(t, tx, a.ID)); err != nil {
+					return err
+				}
+				ev, _ := json.Marshal(Event{At: a.CreatedAt, Action: ActionCreated, Actor: "old", Changes: map[string]Change{"name": {To: "a"}}})
+				return tx.set(keyE(a.ID, newEventID()), ev)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = s.update(func(tx txn) error {
 				return tx.set([]byte(schemaKey), []byte(schema))
 			})
 			if err != nil {
@@ -197,6 +208,10 @@ func TestOpensOlderSchemaStores(t *testing.T) {
 			if got, err := s.Key(a.ID); err != nil || got.RevokedAt == nil || got.Metadata["team"] != "x" {
 				t.Fatalf("the revoked key's binary record: %+v, %v", got, err)
 			}
+			events, err := s.Audit(a.ID)
+			if err != nil || len(events) != 2 || events[0].Action != ActionRevoked || events[1].Actor != "old" || events[1].Changes["name"].To != "a" {
+				t.Fatalf("audit of a JSON and a binary event: %+v, %v", events, err)
+			}
 			if err := s.update(func(tx txn) error { return tx.set([]byte(schemaKey), []byte("4")) }); err != nil {
 				t.Fatal(err)
 			}
@@ -209,6 +224,20 @@ func TestOpensOlderSchemaStores(t *testing.T) {
 			}
 		})
 	}
+}
+
+// firstEventKey returns the key of a key's oldest audit event.
+func firstEventKey(t *testing.T, tx txn, id string) []byte {
+	t.Helper()
+	var first []byte
+	err := tx.scan([]byte(pfxEvent+id+"/"), nil, false, false, func(key, _ []byte) (bool, error) {
+		first = append([]byte(nil), key...)
+		return false, nil
+	})
+	if err != nil || first == nil {
+		t.Fatalf("no event of %s: %v", id, err)
+	}
+	return first
 }
 
 func rawValue(t *testing.T, s *Store, key []byte) []byte {
