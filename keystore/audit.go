@@ -86,30 +86,18 @@ func appendEventHead(at time.Time, action, actor string) []byte {
 
 // appendChange appends one change: from and to as JSON, absent if null.
 func appendChange(b []byte, field string, from, to any) ([]byte, error) {
-	var vals [2][]byte
-	size := 0
-	if field != "" { // appendString leaves out an empty string
-		size = protowire.SizeTag(1) + protowire.SizeBytes(len(field))
-	}
+	b, at := startMessage(b, evChange)
+	b = appendString(b, 1, field)
 	for i, v := range [2]any{from, to} {
 		j, err := json.Marshal(v)
 		if err != nil {
 			return nil, fmt.Errorf("encoding the audit change of %s: %w", field, err)
 		}
 		if string(j) != "null" {
-			vals[i] = j
-			size += protowire.SizeTag(2) + protowire.SizeBytes(len(j))
-		}
-	}
-	b = protowire.AppendTag(b, evChange, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(size))
-	b = appendString(b, 1, field)
-	for i, j := range vals {
-		if j != nil {
 			b = appendBytes(b, protowire.Number(2+i), j)
 		}
 	}
-	return b, nil
+	return endMessage(b, at), nil
 }
 
 // decodeEvent decodes an audit event, binary or JSON.

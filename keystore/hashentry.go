@@ -67,22 +67,49 @@ func appendEntryFields(b []byte, k *Key) []byte {
 	b = appendTime(b, heExpiresAt, k.ExpiresAt)
 	b = appendTime(b, heRevokedAt, k.RevokedAt)
 	if rl := k.RateLimit; rl != nil {
-		var m []byte
-		m = appendInt(m, 1, int64(rl.Requests))
-		m = appendString(m, 2, rl.Window)
-		m = appendInt(m, 3, int64(rl.Burst))
+		var at int
+		b, at = startMessage(b, heRateLimit)
+		b = appendInt(b, 1, int64(rl.Requests))
+		b = appendString(b, 2, rl.Window)
+		b = appendInt(b, 3, int64(rl.Burst))
 		if rl.Unlimited {
-			m = protowire.AppendTag(m, 4, protowire.VarintType)
-			m = protowire.AppendVarint(m, 1)
+			b = protowire.AppendTag(b, 4, protowire.VarintType)
+			b = protowire.AppendVarint(b, 1)
 		}
-		b = appendBytes(b, heRateLimit, m)
+		b = endMessage(b, at)
 	}
 	if q := k.Quota; q != nil {
-		var m []byte
-		m = appendInt(m, 1, q.Requests)
-		m = appendString(m, 2, q.Period)
-		b = appendBytes(b, heQuota, m)
+		var at int
+		b, at = startMessage(b, heQuota)
+		b = appendInt(b, 1, q.Requests)
+		b = appendString(b, 2, q.Period)
+		b = endMessage(b, at)
 	}
+	return b
+}
+
+// startMessage appends the tag of message field n and a one-byte length
+// to be set by endMessage, which is given the returned offset of the
+// message's first byte. Messages are written in place, without a buffer
+// of their own (the speculative length of protobuf-go's encoder).
+func startMessage(b []byte, n protowire.Number) ([]byte, int) {
+	b = protowire.AppendTag(b, n, protowire.BytesType)
+	b = append(b, 0)
+	return b, len(b)
+}
+
+// endMessage sets the length of the message that starts at b[at:],
+// moving it if the length takes more than one byte.
+func endMessage(b []byte, at int) []byte {
+	size := len(b) - at
+	if size < 0x80 {
+		b[at-1] = byte(size)
+		return b
+	}
+	extra := protowire.SizeVarint(uint64(size)) - 1
+	b = append(b, make([]byte, extra)...)
+	copy(b[at+extra:], b[at:at+size])
+	protowire.AppendVarint(b[:at-1], uint64(size))
 	return b
 }
 
@@ -113,13 +140,13 @@ func appendTime(b []byte, n protowire.Number, t *time.Time) []byte {
 	if t == nil {
 		return b
 	}
-	var m []byte
-	m = appendInt(m, 1, t.Unix())
+	b, at := startMessage(b, n)
+	b = appendInt(b, 1, t.Unix())
 	if ns := t.Nanosecond(); ns != 0 {
-		m = protowire.AppendTag(m, 2, protowire.VarintType)
-		m = protowire.AppendVarint(m, uint64(ns))
+		b = protowire.AppendTag(b, 2, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(ns))
 	}
-	return appendBytes(b, n, m)
+	return endMessage(b, at)
 }
 
 // decodeHashValue decodes the value of h/<h>: a key with the hash entry's

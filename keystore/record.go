@@ -51,10 +51,11 @@ func encodeKey(k *Key) []byte {
 	b = appendTime(b, krUpdatedAt, &k.UpdatedAt)
 	b = appendTime(b, krLastUsedAt, k.LastUsedAt)
 	for _, name := range slices.Sorted(maps.Keys(k.Metadata)) {
-		var m []byte
-		m = appendString(m, 1, name)
-		m = appendString(m, 2, k.Metadata[name])
-		b = appendBytes(b, krMetadata, m)
+		var at int
+		b, at = startMessage(b, krMetadata)
+		b = appendString(b, 1, name)
+		b = appendString(b, 2, k.Metadata[name])
+		b = endMessage(b, at)
 	}
 	b = appendBytes(b, krHash, k.Hash[:])
 	if k.PrevHash != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"maps"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -51,6 +52,8 @@ func recordKeys() map[string]*Key {
 			Metadata:   map[string]string{"team": "growth", "": "empty name", "empty value": "", "ünï": "cödé"},
 			Hash:       hashOf(2), PrevHash: &prev, PrevUntil: created.Add(24 * time.Hour)},
 		"zero times": {ID: "k3", Scopes: []string{"x:read"}, Hash: hashOf(3)},
+		"long metadata": {ID: "k4", Scopes: []string{"x:read"}, Hash: hashOf(4),
+			Metadata: map[string]string{"notes": strings.Repeat("n", MaxMetadataSize-10)}},
 	}
 	for _, k := range hashEntryKeys {
 		c := *k
@@ -85,6 +88,23 @@ func TestKeyRecordRoundTrip(t *testing.T) {
 			}
 			t.Logf("binary %d bytes, JSON %d", len(bin), len(js))
 		})
+	}
+}
+
+// TestEndMessage: a message written in place is the message protowire
+// writes from a buffer, across the sizes whose length takes 1 to 3 bytes.
+func TestEndMessage(t *testing.T) {
+	for _, size := range []int{0, 1, 127, 128, 129, 16383, 16384, 70000} {
+		content := make([]byte, size)
+		for i := range content {
+			content[i] = byte(i)
+		}
+		want := appendBytes([]byte("head"), 7, content)
+		b, at := startMessage([]byte("head"), 7)
+		got := endMessage(append(b, content...), at)
+		if string(got) != string(want) {
+			t.Errorf("size %d: in place differs from protowire", size)
+		}
 	}
 }
 
