@@ -42,9 +42,9 @@ import (
 //	                   the keys it deletes
 //	m/revoked-index    present once every revoked key is in r/
 //	m/schema           the layout's version: "3" (binary key records and
-//	                   audit events);
-//	                   Open marks a store of "2" (binary hash entries, JSON
-//	                   records) or "1" (JSON both) "3"
+//	                   audit events); Open marks a store of "2" (binary
+//	                   hash entries, JSON records) or "1" (JSON
+//	                   throughout) "3"
 const (
 	pfxKey      = "k/"
 	pfxHash     = "h/"
@@ -106,9 +106,9 @@ func keyH(h Hash) []byte {
 //     Snappy block costs a 4 KiB allocation and about 3 µs to decompress
 //     on every cache miss, or a block cache of its own). The store takes
 //     more disk: 0.63 GiB for a million keys with the hash entries (0.39
-//     GiB with Snappy, id-only entries and JSON records). Tables written compressed by
-//     earlier versions stay readable (Badger records each table's
-//     compression) until compaction rewrites them.
+//     GiB with Snappy, id-only entries and JSON records). Tables written
+//     compressed by earlier versions stay readable (Badger records each
+//     table's compression) until compaction rewrites them.
 //   - Bloom filters at 0.1% false positives (default 1%): a lookup checks
 //     one filter per level, and a false positive costs a block search.
 //   - ValueThreshold stays at its default (1 MiB), so every value lives in

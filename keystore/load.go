@@ -20,13 +20,13 @@ import (
 // then written as sorted tables with Badger's StreamWriter: no write-ahead
 // log, no memtable, no compaction, which is what makes it faster than
 // ImportKeys (105,000 keys a second on 2 cores, 1.7 times ImportKeys for
-// 100,000 keys into an empty store). The
-// result is the store ImportKeys would have written (records, hash
-// entries, account index, one created event per key by actor). The write
-// replaces the store's contents (Badger's StreamWriter starts by dropping
-// them; the accounts and markers are written back with the keys): an I/O
-// error or a crash during it leaves the store empty, its accounts gone
-// too, to be set up and loaded again.
+// 100,000 keys into an empty store). The result is the store ImportKeys
+// would have written (records, hash entries, account index, one created
+// event per key by actor). The write replaces the store's contents
+// (Badger's StreamWriter starts by dropping them; the accounts and
+// markers are written back with the keys): an I/O error or a crash during
+// it leaves the store empty, its accounts gone too, to be set up and
+// loaded again.
 func Load(opts Options, in []ImportKey, f Format, actor string) ([]*Key, error) {
 	if len(in) == 0 {
 		return nil, invalid("keys", "the load must contain at least one key")
