@@ -3,6 +3,7 @@ package keystore
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -279,6 +280,40 @@ func TestCacheConcurrentMutations(t *testing.T) {
 
 // TestCachePutAfterMutation checks the generation guard directly: a fill
 // that read Badger before a mutation is not cached after it.
+// TestCacheSharedIndex: two hashes with the same first 8 bytes (the
+// map's key) never answer for each other. The later fill takes the slot
+// and the earlier entry is retired with its unflushed use; invalidating
+// the earlier hash leaves the later one cached.
+func TestCacheSharedIndex(t *testing.T) {
+	var evicted []string
+	c := newCache(64, func(id string, _ int64) { evicted = append(evicted, id) })
+	var a, b Hash
+	a[0], a[31] = 7, 1
+	b[0], b[31] = 7, 2
+	ea := &entry{snap: snapshot{key: Key{ID: "a"}}}
+	eb := &entry{snap: snapshot{key: Key{ID: "b"}}}
+	c.put(a, ea, c.gen.Load())
+	ea.lastUsed.Store(1)
+	if c.get(a) != ea || c.get(b) != nil {
+		t.Fatal("a: not cached alone")
+	}
+	c.put(b, eb, c.gen.Load())
+	if c.get(b) != eb || c.get(a) != nil {
+		t.Fatal("b did not replace a, or a answers for b")
+	}
+	if !slices.Equal(evicted, []string{"a"}) {
+		t.Fatalf("retired %q, want a's unflushed use", evicted)
+	}
+	c.invalidate(a)
+	if c.get(b) != eb {
+		t.Fatal("invalidating a dropped b")
+	}
+	c.invalidate(b)
+	if c.get(b) != nil || c.len() != 0 {
+		t.Fatal("invalidate kept b")
+	}
+}
+
 func TestCachePutAfterMutation(t *testing.T) {
 	c := newCache(64, nil)
 	var h Hash
