@@ -173,9 +173,10 @@ func (c *cache) invalidate(hashes ...Hash) {
 	for _, h := range hashes {
 		sh := c.shard(h)
 		sh.mu.Lock()
-		if i := cacheIndex(&h); sh.m[i] != nil && sh.m[i].hash == h {
-			c.retire(sh.m[i])
+		i := cacheIndex(&h)
+		if e := sh.m[i]; e != nil && e.hash == h {
 			delete(sh.m, i)
+			c.retire(e)
 		}
 		c.gen.Add(1)
 		sh.mu.Unlock()
