@@ -56,7 +56,7 @@ const (
 	pfxLastUsed = "u/"
 	pfxRevoked  = "r/"
 	schemaKey   = "m/schema"
-	schemaValue = "3" // binary key records
+	schemaValue = "3" // binary key records and audit events
 	schema2     = "2" // binary hash entries, JSON key records
 	schema1     = "1" // JSON hash entries and key records
 	revIndexKey = "m/revoked-index"
