@@ -21,7 +21,7 @@ func cliLoadCommand() *cobra.Command {
 		Long: `Loads existing keys into a store that holds none yet, all or nothing, from a
 JSON array of entries in the format of import ("key" or "sha256", and the
 fields of create). It writes the store's files directly, faster than import
-(about 1.7 times for 100,000 keys into an empty store), so Caddy must not be running with the store: start it
+(about 2.6 times for 100,000 keys into an empty store), so Caddy must not be running with the store: start it
 after the load. Keys are added to a store in use with import.
 
 The store and the key format are those of the apikey global options of

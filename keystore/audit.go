@@ -65,7 +65,7 @@ func (t txn) putEvent(keyID string, ev Event) error {
 
 // encodeEvent encodes an audit event.
 func encodeEvent(ev Event) ([]byte, error) {
-	b := appendEventHead(ev.At, ev.Action, ev.Actor)
+	b := appendEventHead(make([]byte, 0, 128), ev.At, ev.Action, ev.Actor)
 	for _, name := range slices.Sorted(maps.Keys(ev.Changes)) {
 		c := ev.Changes[name]
 		var err error
@@ -76,9 +76,8 @@ func encodeEvent(ev Event) ([]byte, error) {
 	return b, nil
 }
 
-func appendEventHead(at time.Time, action, actor string) []byte {
-	b := make([]byte, 1, 128)
-	b[0] = eventV1
+func appendEventHead(b []byte, at time.Time, action, actor string) []byte {
+	b = append(b, eventV1)
 	b = appendTime(b, evAt, &at)
 	b = appendString(b, evAction, action)
 	return appendString(b, evActor, actor)
@@ -98,6 +97,48 @@ func appendChange(b []byte, field string, from, to any) ([]byte, error) {
 		}
 	}
 	return endMessage(b, at), nil
+}
+
+// appendCreatedStrings appends the change of a string field from null to
+// to, or of a list field if list is set, as appendChange does, without
+// boxing the values in interfaces. A nil list is null: a change with
+// neither value.
+func appendCreatedStrings(b []byte, field string, to []string, list bool) []byte {
+	b, at := startMessage(b, evChange)
+	b = appendString(b, 1, field)
+	if list && to == nil {
+		return endMessage(b, at)
+	}
+	b, v := startMessage(b, 3)
+	if list {
+		b = append(b, '[')
+	}
+	for i, s := range to {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, s)
+	}
+	if list {
+		b = append(b, ']')
+	}
+	return endMessage(endMessage(b, v), at)
+}
+
+// appendJSONString appends s as json.Marshal writes it: a string of
+// printable ASCII that needs no escape (json.Marshal escapes ", \ and,
+// for HTML, <, > and &) is copied between quotes; any other goes through
+// encoding/json.
+func appendJSONString(b []byte, s string) []byte {
+	for i := range len(s) {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			j, _ := json.Marshal(s) // a string always encodes
+			return append(b, j...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // decodeEvent decodes an audit event, binary or JSON.
@@ -176,31 +217,39 @@ func (s *Store) Audit(id string) ([]Event, error) {
 // interfaces (a bulk load encodes one per key).
 // TestCreatedEvent holds it to encodeEvent of that map.
 func createdEvent(k *Key, action, actor string) ([]byte, error) {
-	b := appendEventHead(k.CreatedAt, action, actor)
-	// In the order of the field names, as encodeEvent writes them.
-	changes := []struct {
-		field string
-		to    any
-		set   bool
-	}{
-		{"expires_at", k.ExpiresAt, k.ExpiresAt != nil},
-		{"hint", k.Hint, true},
-		{"metadata", k.Metadata, len(k.Metadata) > 0},
-		{"name", k.Name, true},
-		{"quota", k.Quota, k.Quota != nil},
-		{"rate_limit", k.RateLimit, k.RateLimit != nil},
-		{"scopes", k.Scopes, true},
-		{"type", k.Type, true},
-	}
-	for _, c := range changes {
-		if !c.set {
-			continue
-		}
-		var err error
-		if b, err = appendChange(b, c.field, nil, c.to); err != nil {
+	return appendCreatedEvent(make([]byte, 0, 192), k, action, actor)
+}
+
+// appendCreatedEvent appends createdEvent's encoding to b.
+func appendCreatedEvent(b []byte, k *Key, action, actor string) ([]byte, error) {
+	b = appendEventHead(b, k.CreatedAt, action, actor)
+	// In the order of the field names, as encodeEvent writes them. The
+	// string fields, in every event, skip the interfaces.
+	var err error
+	if k.ExpiresAt != nil {
+		if b, err = appendChange(b, "expires_at", nil, k.ExpiresAt); err != nil {
 			return nil, err
 		}
 	}
+	b = appendCreatedStrings(b, "hint", []string{k.Hint}, false)
+	if len(k.Metadata) > 0 {
+		if b, err = appendChange(b, "metadata", nil, k.Metadata); err != nil {
+			return nil, err
+		}
+	}
+	b = appendCreatedStrings(b, "name", []string{k.Name}, false)
+	if k.Quota != nil {
+		if b, err = appendChange(b, "quota", nil, k.Quota); err != nil {
+			return nil, err
+		}
+	}
+	if k.RateLimit != nil {
+		if b, err = appendChange(b, "rate_limit", nil, k.RateLimit); err != nil {
+			return nil, err
+		}
+	}
+	b = appendCreatedStrings(b, "scopes", k.Scopes, true)
+	b = appendCreatedStrings(b, "type", []string{k.Type}, false)
 	return b, nil
 }
 

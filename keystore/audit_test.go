@@ -3,6 +3,7 @@ package keystore
 import (
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -44,6 +45,10 @@ func eventKeys() []*Key {
 		{ID: "bare", Name: "m", Type: "api", Scopes: []string{}, Hint: "…wxyz", CreatedAt: created},
 		{ID: "load harness", Name: "bench key 12345", Account: "default", Type: "api",
 			Scopes: []string{"contacts:read", "contacts:write"}, Hint: "bme_EpGT…NODD", CreatedAt: created},
+		// Strings json.Marshal escapes, a value and a change longer than
+		// 127 bytes (two-byte lengths), no scopes (null: no change).
+		{ID: "escapes", Name: "q\"b\\s\tc\x7f\xff é", Type: strings.Repeat("t", 200), Account: "a",
+			Scopes: nil, Hint: "", CreatedAt: created},
 	}
 }
 
@@ -179,6 +184,23 @@ func FuzzEvent(f *testing.F) {
 		}
 		if !reflect.DeepEqual(got, ev) {
 			t.Fatalf("decoded %+v, re-encoded and decoded %+v", ev, got)
+		}
+	})
+}
+
+// FuzzJSONString: appendJSONString writes what json.Marshal writes, for
+// any string (its fast path copies only strings that need no escape).
+func FuzzJSONString(f *testing.F) {
+	for _, s := range []string{"", "plain", "q\"b\\s", "<&>", "\t\n\x00\x7f", "é…", "\xff\xfe", "\u2028"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want, err := json.Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := appendJSONString([]byte("x"), s); string(got) != "x"+string(want) {
+			t.Fatalf("appendJSONString(%q) = %q, json.Marshal %q", s, got[1:], want)
 		}
 	})
 }

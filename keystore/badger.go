@@ -66,9 +66,25 @@ func keyK(id string) []byte          { return []byte(pfxKey + id) }
 func keyA(id string) []byte          { return []byte(pfxAccount + id) }
 func keyAK(acct, id string) []byte   { return []byte(pfxAcctKey + acct + "/" + id) }
 func keyE(id, eventID string) []byte { return []byte(pfxEvent + id + "/" + eventID) }
-func keyQK(id string) []byte         { return []byte(pfxQuotaKey + id) }
-func keyQA(id string) []byte         { return []byte(pfxQuotaAcc + id) }
-func keyU(id string) []byte          { return []byte(pfxLastUsed + id) }
+
+// appendKeyK, appendKeyAK and appendKeyE append keyK, keyAK and keyE to
+// b, for a bulk load's buffers.
+func appendKeyK(b []byte, id string) []byte {
+	return append(append(b, pfxKey...), id...)
+}
+
+func appendKeyAK(b []byte, acct, id string) []byte {
+	b = append(append(b, pfxAcctKey...), acct...)
+	return append(append(b, '/'), id...)
+}
+
+func appendKeyE(b []byte, id, eventID string) []byte {
+	b = append(append(b, pfxEvent...), id...)
+	return append(append(b, '/'), eventID...)
+}
+func keyQK(id string) []byte { return []byte(pfxQuotaKey + id) }
+func keyQA(id string) []byte { return []byte(pfxQuotaAcc + id) }
+func keyU(id string) []byte  { return []byte(pfxLastUsed + id) }
 func keyR(at time.Time, id string) []byte {
 	return fmt.Appendf(nil, "%s%016x/%s", pfxRevoked, uint64(unixNano(at)), id)
 }
@@ -87,10 +103,11 @@ func parseKeyR(key []byte) (int64, string, bool) {
 }
 
 func keyH(h Hash) []byte {
-	b := make([]byte, len(pfxHash)+len(h))
-	copy(b, pfxHash)
-	copy(b[len(pfxHash):], h[:])
-	return b
+	return appendKeyH(make([]byte, 0, len(pfxHash)+len(h)), h)
+}
+
+func appendKeyH(b []byte, h Hash) []byte {
+	return append(append(b, pfxHash...), h[:]...)
 }
 
 // badgerOptions tunes Badger for this workload: small values (a few

@@ -48,9 +48,12 @@ const (
 
 // encodeHashEntry encodes the hash entry of k.
 func encodeHashEntry(k *Key) []byte {
-	b := make([]byte, 1, 128) // a typical entry is about 100 bytes
-	b[0] = hashEntryV1
-	return appendEntryFields(b, k)
+	return appendHashEntry(make([]byte, 0, 128), k) // a typical entry is about 100 bytes
+}
+
+// appendHashEntry appends the hash entry of k to b.
+func appendHashEntry(b []byte, k *Key) []byte {
+	return appendEntryFields(append(b, hashEntryV1), k)
 }
 
 // appendEntryFields appends the hash entry's fields of k: the first part

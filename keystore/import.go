@@ -106,9 +106,39 @@ func (s *Store) accountsExist(keys []*Key) error {
 }
 
 // importedKeys validates a batch to import: each entry, and no key twice.
-// The entries (SHA-256, format, fields) are checked by one goroutine per
-// CPU; an error names the first invalid entry, as a sequential check would.
 func importedKeys(in []ImportKey, f Format, now time.Time) ([]*Key, error) {
+	keys, err := validatedKeys(in, f, now)
+	if err != nil {
+		return nil, err
+	}
+	if err := repeatedKey(keys); err != nil {
+		return nil, err
+	}
+	return keys, nil
+}
+
+// repeatedKey refuses a batch that holds a key twice, naming the first
+// entry that repeats an earlier one.
+func repeatedKey(keys []*Key) error {
+	seen := make(map[Hash]int, len(keys))
+	for i, k := range keys {
+		if j, dup := seen[k.Hash]; dup {
+			return duplicateKey(i, j)
+		}
+		seen[k.Hash] = i
+	}
+	return nil
+}
+
+// duplicateKey is the error of a batch whose entry i repeats entry j.
+func duplicateKey(i, j int) error {
+	return invalid(fmt.Sprintf("keys[%d]", i), "keys[%d]: the same key as keys[%d]", i, j)
+}
+
+// validatedKeys validates each entry of a batch to import. The entries
+// (SHA-256, format, fields) are checked by one goroutine per CPU; an error
+// names the first invalid entry, as a sequential check would.
+func validatedKeys(in []ImportKey, f Format, now time.Time) ([]*Key, error) {
 	keys := make([]*Key, len(in))
 	workers := min(runtime.GOMAXPROCS(0), len(in)/1024+1)
 	chunk := (len(in) + workers - 1) / workers
@@ -131,13 +161,6 @@ func importedKeys(in []ImportKey, f Format, now time.Time) ([]*Key, error) {
 		if err != nil {
 			return nil, err // the first chunk's first error: the lowest index
 		}
-	}
-	seen := make(map[Hash]int, len(in))
-	for i, k := range keys {
-		if j, dup := seen[k.Hash]; dup {
-			return nil, invalid(fmt.Sprintf("keys[%d]", i), "keys[%d]: the same key as keys[%d]", i, j)
-		}
-		seen[k.Hash] = i
 	}
 	return keys, nil
 }

@@ -1,6 +1,7 @@
 package keystore
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -163,6 +164,44 @@ func TestLoadRefuses(t *testing.T) {
 	// Badger's directory lock.
 	if _, err := Load(Options{Dir: dir}, []ImportKey{good("f")}, f, "t"); err == nil {
 		t.Error("a load into an open store was accepted")
+	}
+}
+
+// TestHashOrder: hashOrder sorts the hashes and names the same duplicate
+// as ImportKeys's check (repeatedKey): the first entry that repeats an earlier one, and
+// the entry it repeats.
+func TestHashOrder(t *testing.T) {
+	for _, tc := range []struct {
+		keys []byte // each entry's key, by a letter
+		want string // the refused field, "" for none
+	}{
+		{[]byte("abc"), ""},
+		{[]byte("aa"), "keys[1]"},
+		{[]byte("abcba"), "keys[3]"},  // b repeats first, though a sorts first
+		{[]byte("abcbaa"), "keys[3]"}, // a third a changes nothing
+		{[]byte("zyxzyx"), "keys[3]"}, // the repeat of the last in hash order
+		{[]byte("abbbca"), "keys[2]"}, // a run of three
+	} {
+		keys := make([]*Key, len(tc.keys))
+		for i, c := range tc.keys {
+			keys[i] = &Key{Hash: HashKey(string(c))}
+		}
+		refs, err := hashOrder(keys)
+		var ie *InvalidError
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", tc.keys, err)
+		case tc.want != "" && (!errors.As(err, &ie) || ie.Field != tc.want):
+			t.Errorf("%s: %v, want %s", tc.keys, err, tc.want)
+		}
+		if ierr := repeatedKey(keys); tc.want != "" && (ierr == nil || ierr.Error() != err.Error()) {
+			t.Errorf("%s: hashOrder %v, ImportKeys's check %v", tc.keys, err, ierr)
+		}
+		for j := 1; j < len(refs); j++ {
+			if string(refs[j-1].hash[:]) > string(refs[j].hash[:]) || refs[j].pfx != binary.BigEndian.Uint64(refs[j].hash[:8]) {
+				t.Fatalf("%s: not in hash order at %d", tc.keys, j)
+			}
+		}
 	}
 }
 

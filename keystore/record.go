@@ -43,9 +43,12 @@ const (
 
 // encodeKey encodes a key's record.
 func encodeKey(k *Key) []byte {
-	b := make([]byte, 1, 256) // a typical record is about 190 bytes
-	b[0] = keyRecordV1
-	b = appendEntryFields(b, k)
+	return appendKeyRecord(make([]byte, 0, 256), k) // a typical record is about 190 bytes
+}
+
+// appendKeyRecord appends the record of k to b.
+func appendKeyRecord(b []byte, k *Key) []byte {
+	b = appendEntryFields(append(b, keyRecordV1), k)
 	b = appendString(b, krHint, k.Hint)
 	b = appendTime(b, krCreatedAt, &k.CreatedAt)
 	b = appendTime(b, krUpdatedAt, &k.UpdatedAt)
