@@ -19,9 +19,12 @@ type snapshot struct {
 	revoked bool
 	// limShard is the shard of the key's rate-limit bucket.
 	limShard uint8
-	// limit is the key's own rate limit (the zero Limit if unlimited);
-	// nil means the verifier's default applies.
-	limit       *Limit
+	// ownLimit: the key has a rate limit of its own, limit (the zero
+	// Limit if unlimited); without one the verifier's default applies.
+	// Held in the snapshot, not behind a pointer: one cache line less
+	// to fetch for a request.
+	ownLimit    bool
+	limit       Limit
 	scopes      []Scope
 	scopeHeader string // granted scopes, space-separated, sorted
 	// quota and its counter; nil without a quota.
@@ -43,8 +46,7 @@ func (sn *snapshot) init(k *Key, acct *accountState, qc *quotaCounter) {
 		sn.expires = unixNano(*k.ExpiresAt)
 	}
 	if k.RateLimit != nil {
-		l := k.RateLimit.Effective(Limit{})
-		sn.limit = &l
+		sn.limit, sn.ownLimit = k.RateLimit.Effective(Limit{}), true
 	}
 	sn.limShard = limiterShard(k.ID)
 }

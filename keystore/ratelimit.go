@@ -78,7 +78,7 @@ type RateState struct {
 type bucket struct {
 	mu   sync.Mutex
 	lim  *rate.Limiter
-	cfg  *Limit // the limit lim was made for
+	cfg  *Limit // the limit lim was made for (a key's own points into its cache entry)
 	dead bool
 }
 

@@ -186,12 +186,12 @@ func count(sn *snapshot, t time.Time) (time.Time, bool) {
 // key's bucket gave is returned if the account's refuses.
 func (v *Verifier) allow(e *entry, t time.Time, res *Result) (kb, ab *bucket, ok bool) {
 	sn := &e.snap
-	lim := sn.limit
-	if lim == nil {
-		lim = v.DefaultLimit
-		if lim == nil {
-			lim = &DefaultLimit
-		}
+	lim := v.DefaultLimit
+	switch {
+	case sn.ownLimit:
+		lim = &sn.limit
+	case lim == nil:
+		lim = &DefaultLimit
 	}
 	if !lim.IsZero() {
 		var st RateState
