@@ -21,13 +21,13 @@ import (
 // then written as sorted tables with Badger's StreamWriter: no write-ahead
 // log, no memtable, no compaction, which is what makes it faster than
 // ImportKeys (about 140,000 keys a second on 2 cores with a million keys,
-// 2.6 times ImportKeys for 100,000 keys into an empty store). The result is the store ImportKeys
-// would have written (records, hash entries, account index, one created
-// event per key by actor). The write replaces the store's contents
-// (Badger's StreamWriter starts by dropping them; the accounts and
-// markers are written back with the keys): an I/O error or a crash during
-// it leaves the store empty, its accounts gone too, to be set up and
-// loaded again.
+// 2.6 times ImportKeys for 100,000 keys into an empty store). The result
+// is the store ImportKeys would have written (records, hash entries,
+// account index, one created event per key by actor). The write replaces
+// the store's contents (Badger's StreamWriter starts by dropping them; the
+// accounts and markers are written back with the keys): an I/O error or a
+// crash during it leaves the store empty, its accounts gone too, to be set
+// up and loaded again.
 func Load(opts Options, in []ImportKey, f Format, actor string) ([]*Key, error) {
 	if len(in) == 0 {
 		return nil, invalid("keys", "the load must contain at least one key")
@@ -141,8 +141,8 @@ const loadBatch = 8192
 // stream: one part per prefix, in the order of the prefixes. The existing
 // entries (a store without keys holds its accounts, their quota counts and
 // markers) are parts of their own; the keys' entries are encoded batch by
-// batch into a buffer that the next batch reuses, so that only the key
-// records are held in memory, and the hash entries.
+// batch into a buffer that the next batch reuses, so that only the keys
+// and their hash entries are held in memory.
 //
 // Every key is read in the order of memory (the order of in, or of IDs,
 // which is nearly the same): reading them in the order of their hashes,
