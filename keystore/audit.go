@@ -99,30 +99,34 @@ func appendChange(b []byte, field string, from, to any) ([]byte, error) {
 	return endMessage(b, at), nil
 }
 
-// appendCreatedStrings appends the change of a string field from null to
-// to, or of a list field if list is set, as appendChange does, without
-// boxing the values in interfaces. A nil list is null: a change with
-// neither value.
-func appendCreatedStrings(b []byte, field string, to []string, list bool) []byte {
+// appendCreatedString appends the change of a string field from null to
+// s, as appendChange does, without boxing s in an interface.
+func appendCreatedString(b []byte, field, s string) []byte {
 	b, at := startMessage(b, evChange)
 	b = appendString(b, 1, field)
-	if list && to == nil {
-		return endMessage(b, at)
-	}
 	b, v := startMessage(b, 3)
-	if list {
-		b = append(b, '[')
-	}
-	for i, s := range to {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendJSONString(b, s)
-	}
-	if list {
-		b = append(b, ']')
-	}
+	b = appendJSONString(b, s)
 	return endMessage(endMessage(b, v), at)
+}
+
+// appendCreatedStrings is appendCreatedString for a list of strings. A nil
+// list is null: a change with neither value.
+func appendCreatedStrings(b []byte, field string, ss []string) []byte {
+	b, at := startMessage(b, evChange)
+	b = appendString(b, 1, field)
+	if ss != nil {
+		var v int
+		b, v = startMessage(b, 3)
+		b = append(b, '[')
+		for i, s := range ss {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, s)
+		}
+		b = endMessage(append(b, ']'), v)
+	}
+	return endMessage(b, at)
 }
 
 // appendJSONString appends s as json.Marshal writes it: a string of
@@ -231,13 +235,13 @@ func appendCreatedEvent(b []byte, k *Key, action, actor string) ([]byte, error) 
 			return nil, err
 		}
 	}
-	b = appendCreatedStrings(b, "hint", []string{k.Hint}, false)
+	b = appendCreatedString(b, "hint", k.Hint)
 	if len(k.Metadata) > 0 {
 		if b, err = appendChange(b, "metadata", nil, k.Metadata); err != nil {
 			return nil, err
 		}
 	}
-	b = appendCreatedStrings(b, "name", []string{k.Name}, false)
+	b = appendCreatedString(b, "name", k.Name)
 	if k.Quota != nil {
 		if b, err = appendChange(b, "quota", nil, k.Quota); err != nil {
 			return nil, err
@@ -248,8 +252,8 @@ func appendCreatedEvent(b []byte, k *Key, action, actor string) ([]byte, error) 
 			return nil, err
 		}
 	}
-	b = appendCreatedStrings(b, "scopes", k.Scopes, true)
-	b = appendCreatedStrings(b, "type", []string{k.Type}, false)
+	b = appendCreatedStrings(b, "scopes", k.Scopes)
+	b = appendCreatedString(b, "type", k.Type)
 	return b, nil
 }
 

@@ -62,29 +62,24 @@ const (
 	revIndexKey = "m/revoked-index"
 )
 
-func keyK(id string) []byte          { return []byte(pfxKey + id) }
-func keyA(id string) []byte          { return []byte(pfxAccount + id) }
-func keyAK(acct, id string) []byte   { return []byte(pfxAcctKey + acct + "/" + id) }
-func keyE(id, eventID string) []byte { return []byte(pfxEvent + id + "/" + eventID) }
-
-// appendKeyK, appendKeyAK and appendKeyE append keyK, keyAK and keyE to
-// b, for a bulk load's buffers.
-func appendKeyK(b []byte, id string) []byte {
-	return append(append(b, pfxKey...), id...)
-}
-
-func appendKeyAK(b []byte, acct, id string) []byte {
-	b = append(append(b, pfxAcctKey...), acct...)
-	return append(append(b, '/'), id...)
-}
-
-func appendKeyE(b []byte, id, eventID string) []byte {
-	b = append(append(b, pfxEvent...), id...)
-	return append(append(b, '/'), eventID...)
-}
+func keyK(id string) []byte  { return appendKeyK(make([]byte, 0, len(pfxKey)+len(id)), id) }
+func keyA(id string) []byte  { return []byte(pfxAccount + id) }
 func keyQK(id string) []byte { return []byte(pfxQuotaKey + id) }
 func keyQA(id string) []byte { return []byte(pfxQuotaAcc + id) }
 func keyU(id string) []byte  { return []byte(pfxLastUsed + id) }
+
+func keyAK(acct, id string) []byte {
+	return appendKeyAK(make([]byte, 0, len(pfxAcctKey)+len(acct)+1+len(id)), acct, id)
+}
+
+func keyE(id, eventID string) []byte {
+	return appendKeyE(make([]byte, 0, len(pfxEvent)+len(id)+1+len(eventID)), id, eventID)
+}
+
+func keyH(h Hash) []byte {
+	return appendKeyH(make([]byte, 0, len(pfxHash)+len(h)), h)
+}
+
 func keyR(at time.Time, id string) []byte {
 	return fmt.Appendf(nil, "%s%016x/%s", pfxRevoked, uint64(unixNano(at)), id)
 }
@@ -102,8 +97,21 @@ func parseKeyR(key []byte) (int64, string, bool) {
 	return int64(n), string(rest[17:]), true
 }
 
-func keyH(h Hash) []byte {
-	return appendKeyH(make([]byte, 0, len(pfxHash)+len(h)), h)
+// appendKeyK, appendKeyAK, appendKeyE and appendKeyH append keyK, keyAK,
+// keyE and keyH to b: for a bulk load's buffers, which hold a batch's
+// entries together.
+func appendKeyK(b []byte, id string) []byte {
+	return append(append(b, pfxKey...), id...)
+}
+
+func appendKeyAK(b []byte, acct, id string) []byte {
+	b = append(append(b, pfxAcctKey...), acct...)
+	return append(append(b, '/'), id...)
+}
+
+func appendKeyE(b []byte, id, eventID string) []byte {
+	b = append(append(b, pfxEvent...), id...)
+	return append(append(b, '/'), eventID...)
 }
 
 func appendKeyH(b []byte, h Hash) []byte {
