@@ -426,11 +426,12 @@ type kv struct{ key, val []byte }
 // give, with Badger's StreamWriter: it builds sorted tables directly into
 // the last level (no write-ahead log, no memtable, no compaction), which
 // is how Badger bootstraps a database. Each part returns its entries in
-// sorted order, a batch per call, and nil at its end, and every key of a
-// part sorts after every key of the parts before it: together they are
-// one sorted stream (one stream, because each stream of a StreamWriter
-// holds a table builder of twice the last level's table size, 128 MiB
-// here). The parts are encoded concurrently, one goroutine each, and
+// sorted order, a batch per call, and nil at its end (a batch's memory may
+// be reused by the part's next call: each batch is copied into a buffer
+// before the part is called again), and every key of a part sorts after
+// every key of the parts before it: together they are one sorted stream
+// (one stream, because each stream of a StreamWriter holds a table
+// builder of twice the last level's table size, 128 MiB here). The parts are encoded concurrently, one goroutine each, and
 // written in order by this one. Nobody else may use db meanwhile. The
 // tables and the manifest are synced before it returns. Prepare drops
 // everything first: an error or a crash before the end leaves the
