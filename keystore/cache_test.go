@@ -278,8 +278,6 @@ func TestCacheConcurrentMutations(t *testing.T) {
 	t.Logf("%d concurrent verifications", reads.Load())
 }
 
-// TestCachePutAfterMutation checks the generation guard directly: a fill
-// that read Badger before a mutation is not cached after it.
 // TestCacheSharedIndex: two hashes with the same first 8 bytes (the
 // map's key) never answer for each other. The later fill takes the slot
 // and the earlier entry is retired with its unflushed use; invalidating
@@ -314,6 +312,8 @@ func TestCacheSharedIndex(t *testing.T) {
 	}
 }
 
+// TestCachePutAfterMutation checks the generation guard directly: a fill
+// that read Badger before a mutation is not cached after it.
 func TestCachePutAfterMutation(t *testing.T) {
 	c := newCache(64, nil)
 	var h Hash
