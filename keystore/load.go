@@ -178,8 +178,8 @@ func loadStreams(existing []kv, keys []*Key, byHash []hashRef, actor string) ([]
 		byAccount = accountOrder(byID)
 	})
 	var entries []byte
-	var ends []int // keys[i]'s hash entry is entries[ends[i-1]:ends[i]]
-	encoded := background(func() { entries, ends = hashEntries(keys) })
+	var offs []int // keys[i]'s hash entry is entries[offs[i]:offs[i+1]]
+	encoded := background(func() { entries, offs = hashEntries(keys) })
 
 	parts[pfxAcctKey] = batchStream(len(keys), ordered, func(b []byte, i int) ([]byte, int, error) {
 		k := byAccount[i]
@@ -197,11 +197,7 @@ func loadStreams(existing []kv, keys []*Key, byHash []hashRef, actor string) ([]
 		r := &byHash[i]
 		b = appendKeyH(b, r.hash)
 		n := len(b)
-		start := 0
-		if r.i > 0 {
-			start = ends[r.i-1]
-		}
-		return append(b, entries[start:ends[r.i]]...), n, nil
+		return append(b, entries[offs[r.i]:offs[r.i+1]]...), n, nil
 	})
 	parts[pfxKey] = batchStream(len(keys), ordered, func(b []byte, i int) ([]byte, int, error) {
 		k := byID[i]
@@ -267,15 +263,15 @@ func batchStream(n int, ready func(), appendEntry func(b []byte, i int) ([]byte,
 }
 
 // hashEntries encodes every key's hash entry into one buffer, in the
-// keys' order; keys[i]'s ends at ends[i].
-func hashEntries(keys []*Key) (buf []byte, ends []int) {
+// keys' order; keys[i]'s is buf[offs[i]:offs[i+1]].
+func hashEntries(keys []*Key) (buf []byte, offs []int) {
 	buf = make([]byte, 0, 128*len(keys)) // a typical entry is about 100 bytes
-	ends = make([]int, len(keys))
+	offs = make([]int, len(keys)+1)
 	for i, k := range keys {
 		buf = appendHashEntry(buf, k)
-		ends[i] = len(buf)
+		offs[i+1] = len(buf)
 	}
-	return buf, ends
+	return buf, offs
 }
 
 // idOrder returns the keys sorted by ID. It sorts copies of the IDs'
