@@ -1,9 +1,13 @@
 package keystore
 
 import (
+	"bytes"
+	"cmp"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -111,23 +115,50 @@ func importedKeys(in []ImportKey, f Format, now time.Time) ([]*Key, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := repeatedKey(keys); err != nil {
+	if _, err := hashOrder(keys); err != nil {
 		return nil, err
 	}
 	return keys, nil
 }
 
-// repeatedKey refuses a batch that holds a key twice, naming the first
-// entry that repeats an earlier one.
-func repeatedKey(keys []*Key) error {
-	seen := make(map[Hash]int, len(keys))
+// hashRef is a key's place in the hash order. Sorting these (no
+// pointers, the hash's first 8 bytes as a number) is several times faster
+// than sorting the keys by their hash, which reads each key's memory at
+// random.
+type hashRef struct {
+	pfx  uint64 // the hash's first 8 bytes, big-endian: their order
+	hash Hash
+	i    int // the key's index
+}
+
+// hashOrder sorts the keys' hashes, and refuses a batch that holds a key
+// twice, naming the first entry that repeats an earlier one. Imports use
+// it for that check alone; Load also writes the hash index in its order.
+func hashOrder(keys []*Key) ([]hashRef, error) {
+	refs := make([]hashRef, len(keys))
 	for i, k := range keys {
-		if j, dup := seen[k.Hash]; dup {
-			return duplicateKey(i, j)
-		}
-		seen[k.Hash] = i
+		refs[i] = hashRef{binary.BigEndian.Uint64(k.Hash[:8]), k.Hash, i}
 	}
-	return nil
+	slices.SortFunc(refs, func(a, b hashRef) int {
+		if a.pfx != b.pfx {
+			return cmp.Compare(a.pfx, b.pfx)
+		}
+		return cmp.Or(bytes.Compare(a.hash[8:], b.hash[8:]), cmp.Compare(a.i, b.i))
+	})
+	dup, orig := -1, -1
+	for j := 1; j < len(refs); j++ {
+		// The second of a run of equal hashes is that hash's first repeat.
+		if refs[j].hash != refs[j-1].hash || j > 1 && refs[j-1].hash == refs[j-2].hash {
+			continue
+		}
+		if dup < 0 || refs[j].i < dup {
+			dup, orig = refs[j].i, refs[j-1].i
+		}
+	}
+	if dup >= 0 {
+		return nil, duplicateKey(dup, orig)
+	}
+	return refs, nil
 }
 
 // duplicateKey is the error of a batch whose entry i repeats entry j.

@@ -1,7 +1,6 @@
 package keystore
 
 import (
-	"bytes"
 	"cmp"
 	"encoding/binary"
 	"errors"
@@ -92,46 +91,6 @@ func (s *Store) keysToLoad(in []ImportKey, f Format) ([]*Key, []hashRef, error) 
 		return nil, nil, err
 	}
 	return keys, byHash, nil
-}
-
-// hashRef is a key's place in the hash order. Sorting these (no
-// pointers, the hash's first 8 bytes as a number) is several times faster
-// than sorting the keys by their hash, which reads each key's memory at
-// random.
-type hashRef struct {
-	pfx  uint64 // the hash's first 8 bytes, big-endian: their order
-	hash Hash
-	i    int // the key's index
-}
-
-// hashOrder sorts the keys' hashes, and refuses a key given twice as
-// repeatedKey does (the first entry that repeats an earlier one), which
-// the sort makes cheaper than repeatedKey's map.
-func hashOrder(keys []*Key) ([]hashRef, error) {
-	refs := make([]hashRef, len(keys))
-	for i, k := range keys {
-		refs[i] = hashRef{binary.BigEndian.Uint64(k.Hash[:8]), k.Hash, i}
-	}
-	slices.SortFunc(refs, func(a, b hashRef) int {
-		if a.pfx != b.pfx {
-			return cmp.Compare(a.pfx, b.pfx)
-		}
-		return cmp.Or(bytes.Compare(a.hash[8:], b.hash[8:]), cmp.Compare(a.i, b.i))
-	})
-	dup, orig := -1, -1
-	for j := 1; j < len(refs); j++ {
-		// The second of a run of equal hashes is that hash's first repeat.
-		if refs[j].hash != refs[j-1].hash || j > 1 && refs[j-1].hash == refs[j-2].hash {
-			continue
-		}
-		if dup < 0 || refs[j].i < dup {
-			dup, orig = refs[j].i, refs[j-1].i
-		}
-	}
-	if dup >= 0 {
-		return nil, duplicateKey(dup, orig)
-	}
-	return refs, nil
 }
 
 // loadBatch is how many entries a stream hands to the writer at a time.
