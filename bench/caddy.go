@@ -39,7 +39,7 @@ type tmplData struct {
 	Admin, CaddyData, Store                                    string
 	RateLimit                                                  bool
 	PortRespond, PortAPIKeyRespond, PortProxy, PortAPIKeyProxy int
-	PortUpstream                                               int
+	PortHeadersProxy, PortUpstream                             int
 }
 
 func newCaddyEnv(c config, root, bin, store string, p ports) *caddyEnv {
@@ -61,6 +61,7 @@ func (e *caddyEnv) data(rateLimit bool) tmplData {
 		PortAPIKeyRespond: e.ports.apikeyRespond,
 		PortProxy:         e.ports.proxy,
 		PortAPIKeyProxy:   e.ports.apikeyProxy,
+		PortHeadersProxy:  e.ports.headersProxy,
 		PortUpstream:      e.ports.upstream,
 	}
 }
@@ -234,6 +235,7 @@ func sanityCheck(ctx context.Context, p ports, s samples) (rateLimited bool, err
 		{p.proxy, s.valid[0], 200, "ok"},
 		{p.apikeyProxy, s.valid[0], 200, "ok"},
 		{p.apikeyProxy, s.unknown[0], 401, "invalid_key"},
+		{p.headersProxy, s.valid[0], 200, "ok"},
 	}
 	for i := 0; i < 4 && i < len(s.malformed); i++ {
 		checks = append(checks, check{p.apikeyRespond, s.malformed[i], 401, "malformed_key"})

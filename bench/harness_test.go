@@ -340,7 +340,7 @@ func TestTemplates(t *testing.T) {
 			t.Fatal(err)
 		}
 		got := readFile(t, path)
-		for _, want := range []string{tc.want, "admin 127.0.0.1:18090", "storage /store", "http://127.0.0.1:18004 {",
+		for _, want := range []string{tc.want, "admin 127.0.0.1:18090", "storage /store", "http://127.0.0.1:18004 {", "http://127.0.0.1:18005 {", "header_up X-Api-Key-Id ",
 			"reverse_proxy 127.0.0.1:18010 {", "bind 127.0.0.1"} {
 			if !strings.Contains(got, want) {
 				t.Errorf("Caddyfile (rate limit %v) lacks %q:\n%s", tc.rateLimit, want, got)

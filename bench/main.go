@@ -35,6 +35,7 @@ type config struct {
 	threads     int
 	conns       int
 	latDuration time.Duration
+	pairedDur   time.Duration
 	starts      int
 	out         string
 	reuse       bool
@@ -60,6 +61,7 @@ func main() {
 	flag.IntVar(&c.threads, "t", 2, "wrk threads")
 	flag.IntVar(&c.conns, "c", 64, "wrk connections (keep-alive)")
 	flag.DurationVar(&c.latDuration, "latency-duration", 5*time.Second, "wrk duration of one run of the 1-connection latency pair (0 skips it)")
+	flag.DurationVar(&c.pairedDur, "paired-duration", 6*time.Second, "duration of one round of the paired latency probe (each request sent to A and B back to back; 0 skips it)")
 	flag.IntVar(&c.starts, "starts", 3, "how many times Caddy is started to time start-to-first-request (the last start serves the load)")
 	flag.StringVar(&c.out, "out", "", "output directory (default bench/out in the module)")
 	flag.BoolVar(&c.reuse, "reuse", false, "reuse the store of a previous run with the same -keys instead of filling a new one")
@@ -69,7 +71,7 @@ func main() {
 	flag.DurationVar(&c.waitBudget, "wait-budget", 5*time.Minute, "most time a run spends in all waiting for quiet and running disturbed rounds again")
 	flag.IntVar(&c.retries, "retries", 2, "times a round is run again when other processes used more than 3% of the CPU during it")
 	flag.BoolVar(&c.fillOnly, "fill-only", false, "stop after the bulk load (with -fill-profile: profile it)")
-	flag.IntVar(&c.basePort, "port", 18001, "first site port: sites on port..port+3, upstream on port+9")
+	flag.IntVar(&c.basePort, "port", 18001, "first site port: sites on port..port+4, upstream on port+9")
 	flag.StringVar(&c.admin, "admin", "127.0.0.1:18090", "admin endpoint of the measured Caddy (loopback only; needed by -profile)")
 	flag.StringVar(&c.fill, "fill", "load", "how the store is filled: load (keystore.Load, the offline bulk loader: one call into a new store) or import (ImportKeys in calls of 100,000, as a running store takes keys)")
 	flag.IntVar(&c.memLimitMiB, "memory-limit-mib", 0, "after its last start, hold the measured Caddy in a memory cgroup of this many MiB (needs root; 0: no limit): the kernel then reclaims the page cache Badger's mapped tables put in its RSS, and kills it if its own memory does not fit")
@@ -221,6 +223,26 @@ func run(ctx context.Context, c config) error {
 			return err
 		}
 	}
+	var paired []pairedResult
+	if c.pairedDur > 0 {
+		keys, err := readKeys(fill.files.valid)
+		if err != nil {
+			return err
+		}
+		self := &cpuMonitor{pids: []int{proc.pid(), up.pid(), os.Getpid()}}
+		for _, def := range definePaired(ports) {
+			r, err := runPaired(ctx, self, def, keys, "X-API-Key", c.rounds, c.pairedDur, c.quietWait)
+			if err != nil {
+				return err
+			}
+			paired = append(paired, r)
+			s := r.stats()
+			logf("paired latency %q: added p50 %.1f µs, p99 %.1f µs (rounds %.1f..%.1f)", def.name, s.p50Added, s.p99Added, s.p99Min, s.p99Max)
+		}
+		if err := proc.alive(); err != nil {
+			return err
+		}
+	}
 	mem, err := readRSS(proc.pid())
 	if err != nil {
 		return err
@@ -259,6 +281,7 @@ func run(ctx context.Context, c config) error {
 		cgHits:          cgHits,
 		goMem:           goMem,
 		pairs:           results,
+		paired:          paired,
 		profiles:        profiles,
 		wall:            time.Since(start),
 	}

@@ -223,10 +223,11 @@ func parseProcStatus(s string) (memUse, error) {
 // ports are the loopback ports the harness uses.
 type ports struct {
 	respond, apikeyRespond, proxy, apikeyProxy, upstream int
+	headersProxy                                         int // reference of the paired probe only
 }
 
 func newPorts(base int) ports {
-	return ports{respond: base, apikeyRespond: base + 1, proxy: base + 2, apikeyProxy: base + 3, upstream: base + 9}
+	return ports{respond: base, apikeyRespond: base + 1, proxy: base + 2, apikeyProxy: base + 3, headersProxy: base + 4, upstream: base + 9}
 }
 
 func (p ports) url(port int) string { return fmt.Sprintf("http://127.0.0.1:%d/", port) }
@@ -235,7 +236,7 @@ func (p ports) url(port int) string { return fmt.Sprintf("http://127.0.0.1:%d/",
 // that was not cleaned up, or by something else).
 func (p ports) checkFree(admin string) error {
 	addrs := []string{admin}
-	for _, port := range []int{p.respond, p.apikeyRespond, p.proxy, p.apikeyProxy, p.upstream} {
+	for _, port := range []int{p.respond, p.apikeyRespond, p.proxy, p.apikeyProxy, p.headersProxy, p.upstream} {
 		addrs = append(addrs, fmt.Sprintf("127.0.0.1:%d", port))
 	}
 	for _, a := range addrs {

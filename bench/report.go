@@ -21,6 +21,7 @@ type report struct {
 	cgPeak, cgHits  int64 // memory cgroup (-memory-limit-mib): peak usage, times the limit was hit
 	goMem           *memStats
 	pairs           []pairResult
+	paired          []pairedResult
 	profiles        []string
 	wall            time.Duration
 }
@@ -37,6 +38,15 @@ const (
 	targetBulk      = 100_000.0
 	largeKeys       = 1_000_000
 )
+
+func (r report) pairedOf(id string) (pairedResult, bool) {
+	for _, pr := range r.paired {
+		if pr.def.id == id {
+			return pr, true
+		}
+	}
+	return pairedResult{}, false
+}
 
 func (r report) pair(id string) (pairResult, bool) {
 	for _, p := range r.pairs {
@@ -108,6 +118,19 @@ func (r report) markdown() string {
 	}
 	p("\n")
 
+	if len(r.paired) > 0 {
+		p("## Latency added, paired requests\n\n")
+		p("Each request is sent to A and to B back to back, with the same key, in a random order, over one keep-alive connection to each site (%d rounds of %s; `-paired-duration`): an interruption of the machine falls on both alike, so the difference of their percentiles is what B adds. \"added\" is the median of the per-round differences; the control pair sends both requests to the same site and shows what the method cannot resolve.\n\n",
+			c.rounds, c.pairedDur)
+		p("| pair (B / A) | pairs | A p50 | A p99 | B p50 | B p99 | p50 added | p99 added | p99 added, per-round min..max |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+		for _, pr := range r.paired {
+			s := pr.stats()
+			p("| %s | %d | %s | %s | %s | %s | %+.1f µs | %+.1f µs | %+.1f..%+.1f µs |\n", pr.def.name, s.n,
+				fmtUS(s.aP50), fmtUS(s.aP99), fmtUS(s.bP50), fmtUS(s.bP99), s.p50Added, s.p99Added, s.p99Min, s.p99Max)
+		}
+		p("\n")
+	}
+
 	p("## Store and process\n\n| measure | value |\n| --- | --- |\n")
 	if r.fill.reused {
 		p("| bulk load | not measured (-reuse of an existing store) |\n")
@@ -172,6 +195,16 @@ func (r report) markdown() string {
 				fmtUS(s.p99Added), fmtUS(s.bP99), fmtUS(s.aP99), verdict(pr, s.p99Added <= targetP99Added))
 		}
 	}
+	if pr, ok := r.pairedOf("respond"); ok {
+		s := pr.stats()
+		control := ""
+		if cr, ok := r.pairedOf("control"); ok {
+			cs := cr.stats()
+			control = fmt.Sprintf("; the control pair reads %+.1f µs (rounds %+.1f..%+.1f)", cs.p99Added, cs.p99Min, cs.p99Max)
+		}
+		p("| p99 added by `apikey` (paired requests, one connection to each site) | <= 50 µs | %+.1f µs (rounds %+.1f..%+.1f; p99 %s vs %s%s) | %s |\n",
+			s.p99Added, s.p99Min, s.p99Max, fmtUS(s.bP99), fmtUS(s.aP99), control, pairedVerdict(pr, s.p99Added <= targetP99Added))
+	}
 	large := c.keys >= largeKeys
 	scope := func(ok bool) string {
 		if !large {
@@ -206,6 +239,11 @@ func (r report) markdown() string {
 	p("\n")
 
 	var notes []string
+	for _, pr := range r.paired {
+		for _, n := range pr.notes {
+			notes = append(notes, "paired "+pr.def.id+": "+n)
+		}
+	}
 	for _, pr := range r.pairs {
 		if pr.retries > 0 {
 			notes = append(notes, fmt.Sprintf("%s: %d round(s) run again because other processes used more than %.0f%% of the CPU", pr.def.id, pr.retries, 100*foreignLimit))
@@ -252,6 +290,22 @@ func cores(w wrkResult) float64 {
 func verdict(pr pairResult, ok bool) string {
 	if n := pr.disturbed(); n > 0 {
 		return fmt.Sprintf("not established: %d of %d runs disturbed (%s)", n, len(pr.a)+len(pr.b), met(ok))
+	}
+	return met(ok)
+}
+
+// pairedVerdict is verdict for the paired probe: rounds during which other
+// processes used the CPU are interruptions that a pair shares, but a
+// verdict on them is still marked.
+func pairedVerdict(pr pairedResult, ok bool) string {
+	n := 0
+	for _, r := range pr.rounds {
+		if r.foreign > foreignLimit {
+			n++
+		}
+	}
+	if n > 0 {
+		return fmt.Sprintf("not established: %d of %d rounds disturbed (%s)", n, len(pr.rounds), met(ok))
 	}
 	return met(ok)
 }
