@@ -49,6 +49,7 @@ type config struct {
 	admin       string
 	memLimitMiB int
 	fill        string
+	fillRepeat  int
 }
 
 func main() {
@@ -74,6 +75,7 @@ func main() {
 	flag.IntVar(&c.basePort, "port", 18001, "first site port: sites on port..port+4, upstream on port+9")
 	flag.StringVar(&c.admin, "admin", "127.0.0.1:18090", "admin endpoint of the measured Caddy (loopback only; needed by -profile)")
 	flag.StringVar(&c.fill, "fill", "load", "how the store is filled: load (keystore.Load, the offline bulk loader: one call into a new store) or import (ImportKeys in calls of 100,000, as a running store takes keys)")
+	flag.IntVar(&c.fillRepeat, "fill-repeat", 3, "with -fill load: load the keys this many times, each into a new store (the last one is kept), and report the median")
 	flag.IntVar(&c.memLimitMiB, "memory-limit-mib", 0, "after its last start, hold the measured Caddy in a memory cgroup of this many MiB (needs root; 0: no limit): the kernel then reclaims the page cache Badger's mapped tables put in its RSS, and kills it if its own memory does not fit")
 	flag.Parse()
 	if c.keys < 2 || c.sample < 1 || c.rounds < 1 || c.duration < time.Second || c.starts < 1 || c.threads < 1 || c.conns < c.threads {

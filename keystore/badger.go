@@ -479,8 +479,12 @@ func streamLoad(db *badger.DB, parts []func() ([]kv, error)) error {
 					return
 				}
 				buf.Reset()
+				// One message for the batch: KVToBuffer only marshals it,
+				// and a new one per entry was 0.6 GB of garbage for 1M keys.
+				kv := &pb.KV{Version: 1, StreamId: 1}
 				for _, e := range entries {
-					badger.KVToBuffer(&pb.KV{Key: e.key, Value: e.val, Version: 1, StreamId: 1}, buf)
+					kv.Key, kv.Value = e.key, e.val
+					badger.KVToBuffer(kv, buf)
 				}
 				select {
 				case out <- batch{buf: buf}:
