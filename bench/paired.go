@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -204,12 +205,15 @@ func probeRound(ctx context.Context, def pairedDef, reqA, reqB [][]byte, d time.
 	}, nil
 }
 
-// percentileUS is the p-quantile of sorted latencies (nearest rank), in µs.
+// percentileUS is the p-quantile of sorted latencies (nearest rank: the
+// smallest sample with at least p of them at or below it), in µs. The
+// tolerance keeps p·n that float arithmetic puts just above a whole
+// number (0.07·100) on that number.
 func percentileUS(sorted []time.Duration, p float64) float64 {
 	if len(sorted) == 0 {
 		return 0
 	}
-	i := int(p*float64(len(sorted))+0.5) - 1
+	i := int(math.Ceil(p*float64(len(sorted))-1e-9)) - 1
 	i = max(0, min(i, len(sorted)-1))
 	return float64(sorted[i]) / float64(time.Microsecond)
 }

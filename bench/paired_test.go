@@ -36,6 +36,9 @@ func TestPercentileUS(t *testing.T) {
 		{"p99 of 1..100 is the 99th", hundred, 0.99, 99},
 		{"p99 of 3 is the largest", us(1, 2, 3), 0.99, 3},
 		{"p0 is the smallest", us(1, 2, 3), 0, 1},
+		{"nearest rank rounds up: p90 of 1..10 is the 9th", hundred[:10], 0.90, 9},
+		{"nearest rank rounds up: p94 of 1..10 is the 10th", hundred[:10], 0.94, 10},
+		{"p7 of 1..100 is the 7th (0.07·100 is above 7 in floating point)", hundred, 0.07, 7},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

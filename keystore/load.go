@@ -22,7 +22,7 @@ import (
 // the same *InvalidError), without ImportKeys's bound on their number,
 // then written as sorted tables with Badger's StreamWriter: no write-ahead
 // log, no memtable, no compaction, which is what makes it faster than
-// ImportKeys (120,000-150,000 keys a second on 2 cores with a million keys,
+// ImportKeys (100,000-150,000 keys a second on 2 cores with a million keys,
 // 2.6 times ImportKeys for 100,000 keys into an empty store). The result
 // is the store ImportKeys would have written (records, hash entries,
 // account index, one created event per key by actor). The write replaces
