@@ -164,9 +164,14 @@ func (b badgerLogger) Debugf(f string, a ...any)   { b.l.Debugf("badger: "+f, a.
 var openOptions = badgerOptions
 
 func openBadger(dir string, logger *zap.Logger) (*badger.DB, error) {
-	db, err := badger.Open(openOptions(dir, logger))
+	return openBadgerWith(openOptions(dir, logger))
+}
+
+// openBadgerWith opens Badger with the given options (Load's differ).
+func openBadgerWith(o badger.Options) (*badger.DB, error) {
+	db, err := badger.Open(o)
 	if err != nil {
-		return nil, fmt.Errorf("opening key store at %s: %w", dir, err)
+		return nil, fmt.Errorf("opening key store at %s: %w", o.Dir, err)
 	}
 	return db, nil
 }

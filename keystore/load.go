@@ -45,9 +45,9 @@ func Load(opts Options, in []ImportKey, f Format, actor string) ([]*Key, error) 
 	if err != nil {
 		return nil, err
 	}
-	db, err := badger.Open(loadOptions(opts.Dir, s.log))
+	db, err := openBadgerWith(loadOptions(opts.Dir, s.log))
 	if err != nil {
-		return nil, fmt.Errorf("opening key store at %s: %w", opts.Dir, err)
+		return nil, err
 	}
 	existing, err := allEntries(db)
 	if err == nil {
@@ -69,12 +69,13 @@ func Load(opts Options, in []ImportKey, f Format, actor string) ([]*Key, error) 
 // with. Badger's StreamWriter writes to the last level, whose tables are
 // the base size times 2 for each level below the second (2 MiB times 32:
 // 64 MiB by default), and holds two table builders of twice that: 256 MiB
-// of the load's memory, a quarter of it with a million keys. At 512 KiB
-// the tables are 16 MiB (40 of them for a million keys) and the builders
-// 64 MiB. Only the tables of the load are that size: later opens use the
-// defaults, and compactions rewrite tables at their own sizes.
+// of the load's memory, about a quarter of it with a million keys. At 512
+// KiB the tables are 16 MiB (about 40 of them for a million keys) and the
+// builders 64 MiB. Only the tables of the load are that size: later opens
+// use the defaults, and compactions rewrite tables at their own sizes.
 const loadTableSize = 512 << 10
 
+// loadOptions are Open's Badger options with loadTableSize.
 func loadOptions(dir string, logger *zap.Logger) badger.Options {
 	return openOptions(dir, logger).WithBaseTableSize(loadTableSize)
 }
