@@ -227,13 +227,9 @@ func run(ctx context.Context, c config) error {
 	}
 	var paired []pairedResult
 	if c.pairedDur > 0 {
-		keys, err := readKeys(fill.files.valid)
-		if err != nil {
-			return err
-		}
 		self := &cpuMonitor{pids: []int{proc.pid(), up.pid(), os.Getpid()}}
 		for _, def := range definePaired(ports) {
-			r, err := runPaired(ctx, self, def, keys, "X-API-Key", c.rounds, c.pairedDur, c.quietWait)
+			r, err := runPaired(ctx, self, def, fill.samples.valid, "X-API-Key", c.rounds, c.pairedDur, c.quietWait)
 			if err != nil {
 				return err
 			}

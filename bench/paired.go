@@ -9,9 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"os"
 	"slices"
-	"strings"
 	"time"
 )
 
@@ -127,18 +125,6 @@ func probeRequests(host, header string, keys []string) [][]byte {
 		out[i] = []byte("GET / HTTP/1.1\r\nHost: " + host + "\r\nUser-Agent: apikey-bench-probe\r\n" + header + ": " + k + "\r\n\r\n")
 	}
 	return out
-}
-
-func readKeys(path string) ([]string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	keys := strings.Fields(string(b))
-	if len(keys) == 0 {
-		return nil, fmt.Errorf("%s: no keys", path)
-	}
-	return keys, nil
 }
 
 // probeRound sends pairs of requests (A and B, same key, random order) for

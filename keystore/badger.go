@@ -435,12 +435,12 @@ type kv struct{ key, val []byte }
 // be reused by the part's next call: each batch is copied into a buffer
 // before the part is called again), and every key of a part sorts after
 // every key of the parts before it: together they are one sorted stream
-// (one stream, because each stream of a StreamWriter holds a table
-// builder of twice the last level's table size, 128 MiB here). The parts are encoded concurrently, one goroutine each, and
-// written in order by this one. Nobody else may use db meanwhile. The
-// tables and the manifest are synced before it returns. Prepare drops
-// everything first: an error or a crash before the end leaves the
-// database empty.
+// (one stream, because each stream of a StreamWriter holds table builders
+// of twice the last level's table size: see loadTableSize). The parts are
+// encoded concurrently, one goroutine each, and written in order by this
+// one. Nobody else may use db meanwhile. The tables and the manifest are
+// synced before it returns. Prepare drops everything first: an error or a
+// crash before the end leaves the database empty.
 func streamLoad(db *badger.DB, parts []func() ([]kv, error)) error {
 	sw := db.NewStreamWriter()
 	if err := sw.Prepare(); err != nil {
