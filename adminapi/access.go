@@ -75,6 +75,23 @@ func (c Caller) canChange(k *keystore.Key) error {
 	return nil
 }
 
+// changeGuard is what patchKey, activateKey and regenerateKey check before
+// the call, checked again by the store inside the mutation's transaction:
+// the key is c's to see and holds no scope c lacks. Without it, a scope
+// added to the key between the check and the write would let a weaker key
+// re-activate, un-expire or take a new string for a stronger one.
+func (c Caller) changeGuard() keystore.Guard {
+	if c.Operator {
+		return nil
+	}
+	return func(k *keystore.Key) error {
+		if k.Account != c.Account {
+			return errKeyNotFound
+		}
+		return c.canChange(k)
+	}
+}
+
 // ownKey returns the key with this id if c may see it: another account's
 // key is not found, exactly like an unknown id.
 func (a *API) ownKey(c Caller, id string) (*keystore.Key, error) {

@@ -240,6 +240,72 @@ func TestKeyCallerNoEscalation(t *testing.T) {
 	}
 }
 
+// TestKeyCallerNoEscalationRace: while the operator switches a key's
+// scopes between ones the caller holds and ones it lacks, the caller's
+// regenerate, activate and PATCH never change the key while it is the
+// stronger one: the check runs again inside the store's transaction. (A
+// check made only before the write let a weaker caller take a new string
+// for the stronger key within the first few requests.)
+func TestKeyCallerNoEscalationRace(t *testing.T) {
+	e := newEnv(t)
+	e.account("acme")
+	target := e.createKey(map[string]any{"name": "target", "account": "acme", "scopes": []string{"contacts:read"}})["id"].(string)
+	c := e.keyCaller("acme", "apikeys:write", "contacts:read")
+	weak, strong := []string{"contacts:read"}, []string{"billing:write", "contacts:read"}
+	done := make(chan struct{})
+	flips := make(chan int, 1)
+	go func() { // the operator, meanwhile
+		n := 0
+		defer func() { flips <- n }()
+		for ; ; n++ {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			sc := weak
+			if n%2 == 1 {
+				sc = strong
+			}
+			if _, err := e.store.UpdateKey(target, keystore.KeyPatch{Scopes: sc}, "admin"); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	requests := []req{
+		{method: "POST", path: "/keys/" + target + "/regenerate"},
+		{method: "POST", path: "/keys/" + target + "/activate"},
+		{method: "PATCH", path: "/keys/" + target, body: map[string]any{"active": true, "name": "renamed"}},
+	}
+	changed := 0
+	for i := 0; i < 600; i++ {
+		r := e.do(c, requests[i%len(requests)])
+		switch r.status {
+		case http.StatusOK:
+			changed++
+			if slices.Contains(r.obj(t)["scopes"].([]any), any("billing:write")) {
+				close(done)
+				t.Fatalf("%s %s by a caller without billing:write changed the key while it had billing:write: %s", requests[i%3].method, requests[i%3].path, r.body)
+			}
+		case http.StatusForbidden:
+			errorIs(t, r, http.StatusForbidden, "insufficient_scope", "")
+		default:
+			close(done)
+			t.Fatalf("%s %s: %d %s", requests[i%3].method, requests[i%3].path, r.status, r.body)
+		}
+		if i%3 == 0 { // revoke it again, so that activate has work to do
+			e.mustDo(c, req{method: "POST", path: "/keys/" + target + "/revoke"}, http.StatusOK)
+		}
+	}
+	close(done)
+	n := <-flips
+	if changed == 0 || n < 10 {
+		t.Fatalf("the race did not run: %d changes by the caller, %d scope changes by the operator", changed, n)
+	}
+	t.Logf("%d changes by the caller, %d scope changes by the operator, none to the stronger key", changed, n)
+}
+
 // TestKeyCallerPowerfulKey: a key with a scope the caller lacks can be
 // read, revoked and deleted by it (that only takes access away), but not
 // patched, activated or regenerated.

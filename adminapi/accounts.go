@@ -99,6 +99,9 @@ func (a *API) patchAccount(w http.ResponseWriter, r *http.Request, _ Caller) err
 // The default account cannot be deleted: keys created without an account
 // go to it, and the store recreates it at every start.
 func (a *API) deleteAccount(w http.ResponseWriter, r *http.Request, _ Caller) error {
+	if err := noBody(w, r); err != nil {
+		return err
+	}
 	id := r.PathValue("id")
 	if id == keystore.DefaultAccount {
 		if _, err := a.store.Account(id); err == nil {

@@ -226,8 +226,13 @@ func TestHostileMethodsAndPaths(t *testing.T) {
 			case strings.HasPrefix(p.path, "/keys/"+id):
 				mc.status, mc.code, mc.field = 404, "not_found", ""
 				if m == "POST" || m == "PATCH" {
-					// The body is checked before the key's existence.
+					// The body's syntax and members are checked before
+					// the key's existence; a value such as grace_period's
+					// after it.
 					mc.status, mc.code, mc.field = tc.status, tc.code, tc.field
+					if strings.HasSuffix(p.path, "/regenerate") {
+						mc.status, mc.code, mc.field = 404, "not_found", ""
+					}
 				}
 			}
 			mgrCases = append(mgrCases, mc)
@@ -419,6 +424,8 @@ func TestHostileBodies(t *testing.T) {
 		{"POST", "/accounts", false},
 		{"PATCH", "/accounts/acme", false},
 		{"POST", "/keys/import", true},
+		{"DELETE", "/keys/" + id, false},
+		{"DELETE", "/accounts/acme", false},
 	}
 	// Bodies refused everywhere (400 invalid_request), written for an
 	// object; an import gets each wrapped in an array.
@@ -464,7 +471,7 @@ func TestHostileBodies(t *testing.T) {
 					body = `[] []`
 				}
 			}
-			if tg.path == "/keys/"+id+"/revoke" || tg.path == "/keys/"+id+"/activate" || strings.HasSuffix(tg.path, "/regenerate") {
+			if tg.path == "/keys/"+id+"/revoke" || tg.path == "/keys/"+id+"/activate" || strings.HasSuffix(tg.path, "/regenerate") || tg.method == "DELETE" {
 				// Bodies of another schema: the field differs, the code not.
 				field = ""
 			}
@@ -559,6 +566,8 @@ func TestHostileBodies(t *testing.T) {
 		{"/keys", `{` + valid + `, "metadata": {"a": 1}}`, "metadata"},
 		{"/keys", `{` + valid + `, "metadata": ["a"]}`, "metadata"},
 		{"/keys", `{` + valid + `, "metadata": {"": "x"}}`, "metadata"},
+		{"/keys", `{` + valid + `, "metadata": {"owner": null}}`, "metadata.owner"},
+		{"/keys/" + id, `{"metadata": {"owner": "ops", "team": null}}`, "metadata.team"},
 		{"/keys", `{` + valid + `, "metadata": {"a": "` + strings.Repeat("x", 5000) + `"}}`, "metadata"},
 		{"/keys", `{` + valid + `, "rate_limit": "fast"}`, "rate_limit"},
 		{"/keys", `{` + valid + `, "rate_limit": {"requests": "1", "window": "1s"}}`, "rate_limit.requests"},
@@ -625,6 +634,9 @@ func TestHostileBodies(t *testing.T) {
 		}
 		cases = append(cases, tc)
 	}
+	cases = append(cases, hostileCase{name: "POST /keys/import: a null metadata value", method: "POST", path: "/keys/import",
+		body: `[{"sha256": "` + strings.Repeat("ab", 32) + `", ` + valid + `, "metadata": {"owner": null}}]`,
+		status: 400, code: "invalid_request", field: "keys[0].metadata.owner"})
 	// Query strings that endpoints do not take, or take only once.
 	for _, q := range []struct{ method, path, field string }{
 		{"GET", "/keys?limit=1e400", "limit"},
@@ -654,6 +666,29 @@ func TestHostileBodies(t *testing.T) {
 	}
 	h.unchanged(t, func() { runHostile(t, h.env, cases) })
 	t.Logf("%d body and query cases", len(cases))
+}
+
+// TestHostileCheckOrder: the documented order of checks holds where a
+// request fails more than one: a body that decodes but has a bad value
+// gets the 404 of an unknown key and the 403 of the no-escalation rule
+// first, since field values are the last check.
+func TestHostileCheckOrder(t *testing.T) {
+	h := newHostileEnv(t)
+	unknown := "01a202ff-bf60-7804-908e-585442779731"
+	weak := h.keyCaller("acme", "apikeys:write", "contacts:read")
+	strong := h.createKey(map[string]any{"name": "strong", "account": "acme", "scopes": []string{"billing:write"}})["id"].(string)
+	cases := []hostileCase{
+		{name: "PATCH unknown key, empty name", method: "PATCH", path: "/keys/" + unknown, body: `{"name": ""}`, status: 404, code: "not_found"},
+		{name: "PATCH unknown key, bad expires_at", method: "PATCH", path: "/keys/" + unknown, body: `{"expires_at": "tomorrow"}`, status: 404, code: "not_found"},
+		{name: "regenerate unknown key, negative grace", method: "POST", path: "/keys/" + unknown + "/regenerate", body: `{"grace_period": "-1h"}`, status: 404, code: "not_found"},
+		{name: "PATCH stronger key, bad expires_at", caller: &weak, method: "PATCH", path: "/keys/" + strong, body: `{"expires_at": "tomorrow"}`, status: 403, code: "insufficient_scope"},
+		{name: "regenerate stronger key, bad grace", caller: &weak, method: "POST", path: "/keys/" + strong + "/regenerate", body: `{"grace_period": "1d"}`, status: 403, code: "insufficient_scope"},
+		{name: "create in another account, bad expires_at", caller: &weak, method: "POST", path: "/keys", body: `{"name": "n", "account": "default", "scopes": ["contacts:read"], "expires_at": "tomorrow"}`, status: 403, code: "forbidden"},
+		{name: "create a stronger key, bad expires_at", caller: &weak, method: "POST", path: "/keys", body: `{"name": "n", "scopes": ["billing:read"], "expires_at": "tomorrow"}`, status: 403, code: "insufficient_scope"},
+		{name: "create with a limit, bad expires_at", caller: &weak, method: "POST", path: "/keys", body: `{"name": "n", "scopes": ["contacts:read"], "rate_limit": {"unlimited": true}, "expires_at": "tomorrow"}`, status: 403, code: "forbidden"},
+		{name: "own key, bad expires_at", caller: &weak, method: "PATCH", path: "/keys/" + h.acmeID, body: `{"expires_at": "tomorrow"}`, status: 400, code: "invalid_request", field: "expires_at"},
+	}
+	h.unchanged(t, func() { runHostile(t, h.env, cases) })
 }
 
 // byteStream is an endless stream of one byte.

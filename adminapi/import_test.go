@@ -169,6 +169,12 @@ func TestImportAllOrNothing(t *testing.T) {
 		{"expiry in the past", batch(`{"sha256": "`+sha("x1")+`", "name": "n", "scopes": ["a:read"], "expires_at": "2001-01-01T00:00:00Z"}`, 1), 400, "invalid_request", "keys[1].expires_at"},
 		{"unparsable expiry", batch(`{"sha256": "`+sha("x1")+`", "name": "n", "scopes": ["a:read"], "expires_at": "tomorrow"}`, 1), 400, "invalid_request", "keys[1].expires_at"},
 		{"twice in the batch", batch(good(0), 3), 400, "invalid_request", "keys[3]"},
+		// Passes, as documented: repeats before accounts, so the repeat in
+		// keys[1] answers although keys[0] names an unknown account.
+		{"repeat checked before accounts", `[{"sha256": "` + sha("x1") + `", "name": "n", "scopes": ["a:read"], "account": "nope"}, {"sha256": "` + sha("x1") + `", "name": "n", "scopes": ["a:read"]}]`, 400, "invalid_request", "keys[1]"},
+		// Expiry formats are a pass before field rules: the bad expiry of
+		// keys[2] answers before the empty name of keys[1].
+		{"expiry format before field rules", `[` + good(0) + `, {"sha256": "` + sha("x1") + `", "name": "", "scopes": ["a:read"]}, {"sha256": "` + sha("x2") + `", "name": "n", "scopes": ["a:read"], "expires_at": "tomorrow"}]`, 400, "invalid_request", "keys[2].expires_at"},
 		{"already in the store", batch(`{"sha256": "`+sha("x1")+`", "name": "n", "scopes": ["a:read"]}`, 4), 0, "", ""},
 		{"unknown field", batch(`{"sha256": "`+sha("x1")+`", "name": "n", "scopes": ["a:read"], "nope": 1}`, 2), 400, "invalid_request", "keys[2].nope"},
 		{"wrong type", batch(`{"sha256": "`+sha("x1")+`", "name": "n", "scopes": "a:read"}`, 2), 400, "invalid_request", "keys[2].scopes"},

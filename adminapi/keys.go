@@ -51,24 +51,24 @@ func (a *API) createKey(w http.ResponseWriter, r *http.Request, c Caller) error 
 	if _, err := decodeObject(w, r, &body); err != nil {
 		return err
 	}
-	nk, err := body.newKey("")
-	if err != nil {
-		return err
-	}
-	if !c.Operator {
-		switch nk.Account {
+	if !c.Operator { // access (403) before field values (400), as documented
+		switch body.Account {
 		case "":
-			nk.Account = c.Account
+			body.Account = c.Account
 		case c.Account:
 		default:
 			return forbidden("a key can create keys only in its own account")
 		}
-		if err := c.canGrant(nk.Scopes, "scopes"); err != nil {
+		if err := c.canGrant(body.Scopes, "scopes"); err != nil {
 			return err
 		}
-		if err := c.canSetLimits(nk.RateLimit != nil, nk.Quota != nil); err != nil {
+		if err := c.canSetLimits(body.RateLimit != nil, body.Quota != nil); err != nil {
 			return err
 		}
+	}
+	nk, err := body.newKey("")
+	if err != nil {
+		return err
 	}
 	k, plain, err := a.store.CreateKey(nk, a.format, c.Actor())
 	if err != nil {
@@ -190,13 +190,6 @@ func (a *API) patchKey(w http.ResponseWriter, r *http.Request, c Caller) error {
 			p.Scopes = []string{}
 		}
 	}
-	if body.ExpiresAt != nil {
-		t, err := parseTime("expires_at", *body.ExpiresAt)
-		if err != nil {
-			return err
-		}
-		p.ExpiresAt = &t
-	}
 	k, err := a.ownKey(c, r.PathValue("id"))
 	if err != nil {
 		return err
@@ -210,11 +203,18 @@ func (a *API) patchKey(w http.ResponseWriter, r *http.Request, c Caller) error {
 	if err := c.canSetLimits(pr.has("rate_limit"), pr.has("quota")); err != nil {
 		return err
 	}
+	if body.ExpiresAt != nil {
+		t, err := parseTime("expires_at", *body.ExpiresAt)
+		if err != nil {
+			return err
+		}
+		p.ExpiresAt = &t
+	}
 	if len(pr) == 0 {
 		WriteJSON(w, http.StatusOK, a.view(k, ""))
 		return nil
 	}
-	k, err = a.store.UpdateKey(k.ID, p, c.Actor())
+	k, err = a.store.UpdateKeyIf(k.ID, c.changeGuard(), p, c.Actor())
 	if err != nil {
 		return keyErr(err)
 	}
@@ -260,10 +260,9 @@ func (a *API) activateKey(w http.ResponseWriter, r *http.Request, c Caller) erro
 	if err := c.canChange(k); err != nil {
 		return err
 	}
-	if k.RevokedAt != nil {
-		if k, err = a.store.ActivateKey(k.ID, c.Actor()); err != nil {
-			return keyErr(err)
-		}
+	active := true
+	if k, err = a.store.UpdateKeyIf(k.ID, c.changeGuard(), keystore.KeyPatch{Active: &active}, c.Actor()); err != nil {
+		return keyErr(err)
 	}
 	WriteJSON(w, http.StatusOK, a.view(k, ""))
 	return nil
@@ -281,6 +280,13 @@ func (a *API) regenerateKey(w http.ResponseWriter, r *http.Request, c Caller) er
 	if err := decodeOptionalObject(w, r, &body); err != nil {
 		return err
 	}
+	k, err := a.ownKey(c, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	if err := c.canChange(k); err != nil {
+		return err
+	}
 	var grace time.Duration
 	if body.GracePeriod != nil {
 		d, err := time.ParseDuration(*body.GracePeriod)
@@ -289,14 +295,7 @@ func (a *API) regenerateKey(w http.ResponseWriter, r *http.Request, c Caller) er
 		}
 		grace = d
 	}
-	k, err := a.ownKey(c, r.PathValue("id"))
-	if err != nil {
-		return err
-	}
-	if err := c.canChange(k); err != nil {
-		return err
-	}
-	k, plain, err := a.store.RegenerateKey(k.ID, a.format, grace, c.Actor())
+	k, plain, err := a.store.RegenerateKeyIf(k.ID, c.changeGuard(), a.format, grace, c.Actor())
 	if err != nil {
 		return keyErr(err)
 	}
@@ -306,6 +305,9 @@ func (a *API) regenerateKey(w http.ResponseWriter, r *http.Request, c Caller) er
 
 // deleteKey is DELETE /keys/{id}.
 func (a *API) deleteKey(w http.ResponseWriter, r *http.Request, c Caller) error {
+	if err := noBody(w, r); err != nil {
+		return err
+	}
 	k, err := a.ownKey(c, r.PathValue("id"))
 	if err != nil {
 		return err

@@ -19,7 +19,9 @@ import (
 //     encoding/json matches names case-insensitively, with Unicode
 //     folding, so "NAME" and "ſcopes" would set name and scopes, and its
 //     unknown-field error does not say where the field is. Maps
-//     (metadata) take any names.
+//     (metadata) take any names;
+//   - no map member is null: encoding/json would store a null metadata
+//     value as "", a value nobody sent.
 //
 // Errors name the member by its path (rate_limit.requests, or
 // keys[3].scopes when root is "keys" and the body is an array). It is one
@@ -203,6 +205,10 @@ func (sc *memberScan) run(b []byte, root *schema) error {
 			i = end
 		default: // a number, true, false or null
 			valueSchema()
+			if f := sc.top(); c == 'n' && f != nil && f.object && f.sch != nil && f.sch.kind == kindMap {
+				p := sc.path(via)
+				return invalidRequest(p, "%s must not be null", p)
+			}
 			for i < len(b) && !endsScalar(b[i]) {
 				i++
 			}

@@ -286,12 +286,24 @@ type KeyPatch struct {
 	ClearMetadata  bool
 }
 
+// A Guard is a condition on a key that a mutation checks inside its
+// transaction, on the key as it is when the change is written: a check
+// made before the call could be out of date by then (another writer may
+// have added a scope meanwhile). A Guard's error aborts the mutation and
+// is returned as it is. A nil Guard always passes.
+type Guard func(*Key) error
+
 // UpdateKey changes a key's fields without changing the key string, and
 // records one audit event: revoked or activated when Active changes it,
 // updated otherwise.
 func (s *Store) UpdateKey(id string, p KeyPatch, actor string) (*Key, error) {
+	return s.UpdateKeyIf(id, nil, p, actor)
+}
+
+// UpdateKeyIf is UpdateKey if guard passes.
+func (s *Store) UpdateKeyIf(id string, guard Guard, p KeyPatch, actor string) (*Key, error) {
 	now := s.now().UTC()
-	return s.mutateKey(id, actor, func(k *Key) (string, error) {
+	return s.mutateKeyTx(id, actor, guard, func(_ txn, k *Key) (string, error) {
 		if p.Name != nil {
 			if err := validateName(*p.Name); err != nil {
 				return "", invalid("name", "%v", err)
@@ -382,6 +394,11 @@ func (s *Store) ActivateKey(id, actor string) (*Key, error) {
 // period at the end of it (never later than the key's expiry). A string
 // kept by an earlier grace period stops at once.
 func (s *Store) RegenerateKey(id string, f Format, grace time.Duration, actor string) (*Key, string, error) {
+	return s.RegenerateKeyIf(id, nil, f, grace, actor)
+}
+
+// RegenerateKeyIf is RegenerateKey if guard passes.
+func (s *Store) RegenerateKeyIf(id string, guard Guard, f Format, grace time.Duration, actor string) (*Key, string, error) {
 	if grace < 0 {
 		return nil, "", invalid("grace_period", "grace_period must not be negative")
 	}
@@ -391,7 +408,7 @@ func (s *Store) RegenerateKey(id string, f Format, grace time.Duration, actor st
 	}
 	newHash := HashKey(plain)
 	now := s.now().UTC()
-	k, err := s.mutateKeyTx(id, actor, func(t txn, k *Key) (string, error) {
+	k, err := s.mutateKeyTx(id, actor, guard, func(t txn, k *Key) (string, error) {
 		if k.PrevHash != nil {
 			if err := t.del(keyH(*k.PrevHash)); err != nil {
 				return "", err
@@ -424,18 +441,22 @@ func (s *Store) RegenerateKey(id string, f Format, grace time.Duration, actor st
 	return k, plain, nil
 }
 
-// mutateKey applies change to a key in one durable transaction, records an
-// audit event with the changes, and invalidates the cache.
-func (s *Store) mutateKey(id, actor string, change func(*Key) (string, error)) (*Key, error) {
-	return s.mutateKeyTx(id, actor, func(_ txn, k *Key) (string, error) { return change(k) })
-}
-
-func (s *Store) mutateKeyTx(id, actor string, change func(txn, *Key) (string, error)) (*Key, error) {
+// mutateKeyTx applies change to a key in one durable transaction if guard
+// passes, records an audit event with the changes, and invalidates the
+// cache. A write that commits between this transaction's read of the key
+// and its commit makes Badger retry the whole function (update), guard
+// included.
+func (s *Store) mutateKeyTx(id, actor string, guard Guard, change func(txn, *Key) (string, error)) (*Key, error) {
 	var before, after *Key
 	err := s.update(func(t txn) error {
 		k, err := t.getKey(id)
 		if err != nil {
 			return err
+		}
+		if guard != nil {
+			if err := guard(k); err != nil {
+				return err
+			}
 		}
 		before = k.clone()
 		s.mergeLastUsed(k)

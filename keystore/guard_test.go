@@ -1,0 +1,110 @@
+package keystore
+
+import (
+	"errors"
+	"slices"
+	"testing"
+)
+
+// TestGuardRechecksAfterAConcurrentWrite: a guarded mutation whose key is
+// changed by another writer after the mutation's transaction read it runs
+// its guard again on the key as changed, and the guard's refusal leaves
+// the key as the other writer left it. Here the other writer adds a scope
+// from inside the first call of the guard, which is after the read and
+// before the commit: the commit conflicts, Badger's retry reads the key
+// again, and the guard refuses the stronger key.
+func TestGuardRechecksAfterAConcurrentWrite(t *testing.T) {
+	errStronger := errors.New("the key has a scope the caller lacks")
+	f := DefaultFormat()
+	for _, tc := range []struct {
+		name   string
+		revoke bool // revoke the key first (for activate)
+		mutate func(s *Store, id string, g Guard) error
+	}{
+		{"regenerate", false, func(s *Store, id string, g Guard) error {
+			_, _, err := s.RegenerateKeyIf(id, g, f, 0, "weak")
+			return err
+		}},
+		{"activate", true, func(s *Store, id string, g Guard) error {
+			active := true
+			_, err := s.UpdateKeyIf(id, g, KeyPatch{Active: &active}, "weak")
+			return err
+		}},
+		{"patch", false, func(s *Store, id string, g Guard) error {
+			name := "renamed"
+			_, err := s.UpdateKeyIf(id, g, KeyPatch{Name: &name}, "weak")
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openTestStore(t)
+			k, _, err := s.CreateKey(NewKey{Name: "target", Scopes: []string{"contacts:read"}}, f, "admin")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.revoke {
+				if k, err = s.RevokeKey(k.ID, "admin"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			calls := 0
+			guard := func(cur *Key) error {
+				calls++
+				if calls == 1 {
+					stronger := []string{"billing:write", "contacts:read"}
+					if _, err := s.UpdateKey(k.ID, KeyPatch{Scopes: stronger}, "admin"); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if slices.Contains(cur.Scopes, "billing:write") {
+					return errStronger
+				}
+				return nil
+			}
+			if err := tc.mutate(s, k.ID, guard); !errors.Is(err, errStronger) {
+				t.Fatalf("guarded %s of a key made stronger meanwhile: err %v, want the guard's refusal", tc.name, err)
+			}
+			if calls != 2 {
+				t.Errorf("guard called %d times, want 2 (once per attempt)", calls)
+			}
+			got, err := s.Key(k.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Hash != k.Hash || got.PrevHash != nil || got.Name != "target" || (got.RevokedAt == nil) != (k.RevokedAt == nil) {
+				t.Errorf("the refused %s changed the key: %+v", tc.name, got)
+			}
+			events, err := s.Audit(k.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range events {
+				if e.Actor == "weak" {
+					t.Errorf("the refused %s recorded an event: %+v", tc.name, e)
+				}
+			}
+		})
+	}
+}
+
+// TestGuardNilAndPassing: a nil guard and a passing one change the key as
+// the unguarded call does.
+func TestGuardNilAndPassing(t *testing.T) {
+	s := openTestStore(t)
+	f := DefaultFormat()
+	k, _, err := s.CreateKey(NewKey{Name: "target", Scopes: []string{"contacts:read"}}, f, "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pass := func(*Key) error { return nil }
+	for _, g := range []Guard{nil, pass} {
+		got, plain, err := s.RegenerateKeyIf(k.ID, g, f, 0, "admin")
+		if err != nil || plain == "" || got.Hash != HashKey(plain) {
+			t.Fatalf("regenerate with guard %v: %v", g != nil, err)
+		}
+		name := "n2"
+		if got, err = s.UpdateKeyIf(k.ID, g, KeyPatch{Name: &name}, "admin"); err != nil || got.Name != "n2" {
+			t.Fatalf("update with guard %v: %+v %v", g != nil, got, err)
+		}
+	}
+}
