@@ -75,12 +75,28 @@ func (c Caller) canChange(k *keystore.Key) error {
 	return nil
 }
 
-// changeGuard is what patchKey, activateKey and regenerateKey check before
-// the call, checked again by the store inside the mutation's transaction:
-// the key is c's to see and holds no scope c lacks. Without it, a scope
-// added to the key between the check and the write would let a weaker key
-// re-activate, un-expire or take a new string for a stronger one.
-func (c Caller) changeGuard() keystore.Guard {
+// canRegenerate is canChange, and a key caller cannot regenerate a key
+// that has a rate_limit or quota of its own: those are the operator's
+// (canSetLimits), and such a key may be exempt from the limits every key
+// the caller creates gets, so a new string for it would be a way around
+// them.
+func (c Caller) canRegenerate(k *keystore.Key) error {
+	if err := c.canChange(k); err != nil {
+		return err
+	}
+	if !c.Operator && (k.RateLimit != nil || k.Quota != nil) {
+		return forbidden("the key has a rate_limit or quota set by the operator; only the operator can regenerate it")
+	}
+	return nil
+}
+
+// changeGuard is what patchKey and activateKey check before the call
+// (regenerateKey: can, canRegenerate), checked again by the store inside
+// the mutation's transaction: the key is c's to see and passes can.
+// Without it, a scope added to the key between the check and the write
+// would let a weaker key re-activate, un-expire or take a new string for a
+// stronger one.
+func (c Caller) changeGuard(can func(*keystore.Key) error) keystore.Guard {
 	if c.Operator {
 		return nil
 	}
@@ -88,7 +104,7 @@ func (c Caller) changeGuard() keystore.Guard {
 		if k.Account != c.Account {
 			return errKeyNotFound
 		}
-		return c.canChange(k)
+		return can(k)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/caddy-apikey/caddy-apikey/keystore"
@@ -254,6 +255,8 @@ func TestKeyCallerNoEscalationRace(t *testing.T) {
 	weak, strong := []string{"contacts:read"}, []string{"billing:write", "contacts:read"}
 	done := make(chan struct{})
 	flips := make(chan int, 1)
+	stop := sync.OnceValue(func() int { close(done); return <-flips })
+	defer stop() // the operator stops before the store closes
 	go func() { // the operator, meanwhile
 		n := 0
 		defer func() { flips <- n }()
@@ -285,21 +288,18 @@ func TestKeyCallerNoEscalationRace(t *testing.T) {
 		case http.StatusOK:
 			changed++
 			if slices.Contains(r.obj(t)["scopes"].([]any), any("billing:write")) {
-				close(done)
 				t.Fatalf("%s %s by a caller without billing:write changed the key while it had billing:write: %s", requests[i%3].method, requests[i%3].path, r.body)
 			}
 		case http.StatusForbidden:
 			errorIs(t, r, http.StatusForbidden, "insufficient_scope", "")
 		default:
-			close(done)
 			t.Fatalf("%s %s: %d %s", requests[i%3].method, requests[i%3].path, r.status, r.body)
 		}
 		if i%3 == 0 { // revoke it again, so that activate has work to do
 			e.mustDo(c, req{method: "POST", path: "/keys/" + target + "/revoke"}, http.StatusOK)
 		}
 	}
-	close(done)
-	n := <-flips
+	n := stop()
 	if changed == 0 || n < 10 {
 		t.Fatalf("the race did not run: %d changes by the caller, %d scope changes by the operator", changed, n)
 	}
@@ -338,6 +338,41 @@ func TestKeyCallerPowerfulKey(t *testing.T) {
 		t.Fatalf("after a refused activate: %s", got)
 	}
 	e.mustDo(c, req{method: "DELETE", path: "/keys/" + id}, http.StatusNoContent)
+}
+
+// TestKeyCallerRegenerateOperatorLimits: a key caller cannot take a new
+// string for a key whose rate_limit or quota the operator set (it could be
+// exempt from the limits of the keys the caller creates), though it holds
+// the key's scopes and may change the key otherwise. The operator can.
+func TestKeyCallerRegenerateOperatorLimits(t *testing.T) {
+	e := newEnv(t)
+	c := e.keyCaller("default", "apikeys:write", "contacts:read")
+	for _, limits := range []map[string]any{
+		{"rate_limit": map[string]any{"unlimited": true}},
+		{"rate_limit": map[string]any{"requests": 1, "window": "1s"}},
+		{"quota": map[string]any{"requests": 1000000, "period": "day"}},
+	} {
+		body := map[string]any{"name": "batch", "scopes": []string{"contacts:read"}}
+		for k, v := range limits {
+			body[k] = v
+		}
+		target := e.createKey(body)
+		id := target["id"].(string)
+		before := e.snapshot()
+		r := e.do(c, req{method: "POST", path: "/keys/" + id + "/regenerate"})
+		errorIs(t, r, http.StatusForbidden, "forbidden", "")
+		if e.snapshot() != before {
+			t.Fatalf("a refused regenerate of a key with %v changed the store", limits)
+		}
+		if got := e.verify(target["key"].(string)); got != "ok" {
+			t.Fatalf("the key's string after the refused regenerate: %s", got)
+		}
+		e.mustDo(c, req{method: "PATCH", path: "/keys/" + id, body: `{"name": "renamed"}`}, http.StatusOK)
+		e.mustDo(op, req{method: "POST", path: "/keys/" + id + "/regenerate"}, http.StatusOK)
+	}
+	// A key with the default limits: the caller can regenerate it.
+	plain := e.createKey(map[string]any{"name": "plain", "scopes": []string{"contacts:read"}})
+	e.mustDo(c, req{method: "POST", path: "/keys/" + plain["id"].(string) + "/regenerate"}, http.StatusOK)
 }
 
 // TestKeyCallerWithoutAccount: a malformed key caller (no account) is

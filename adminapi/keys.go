@@ -214,7 +214,7 @@ func (a *API) patchKey(w http.ResponseWriter, r *http.Request, c Caller) error {
 		WriteJSON(w, http.StatusOK, a.view(k, ""))
 		return nil
 	}
-	k, err = a.store.UpdateKeyIf(k.ID, c.changeGuard(), p, c.Actor())
+	k, err = a.store.UpdateKeyIf(k.ID, c.changeGuard(c.canChange), p, c.Actor())
 	if err != nil {
 		return keyErr(err)
 	}
@@ -261,7 +261,7 @@ func (a *API) activateKey(w http.ResponseWriter, r *http.Request, c Caller) erro
 		return err
 	}
 	active := true
-	if k, err = a.store.UpdateKeyIf(k.ID, c.changeGuard(), keystore.KeyPatch{Active: &active}, c.Actor()); err != nil {
+	if k, err = a.store.UpdateKeyIf(k.ID, c.changeGuard(c.canChange), keystore.KeyPatch{Active: &active}, c.Actor()); err != nil {
 		return keyErr(err)
 	}
 	WriteJSON(w, http.StatusOK, a.view(k, ""))
@@ -284,7 +284,7 @@ func (a *API) regenerateKey(w http.ResponseWriter, r *http.Request, c Caller) er
 	if err != nil {
 		return err
 	}
-	if err := c.canChange(k); err != nil {
+	if err := c.canRegenerate(k); err != nil {
 		return err
 	}
 	var grace time.Duration
@@ -295,7 +295,7 @@ func (a *API) regenerateKey(w http.ResponseWriter, r *http.Request, c Caller) er
 		}
 		grace = d
 	}
-	k, plain, err := a.store.RegenerateKeyIf(k.ID, c.changeGuard(), a.format, grace, c.Actor())
+	k, plain, err := a.store.RegenerateKeyIf(k.ID, c.changeGuard(c.canRegenerate), a.format, grace, c.Actor())
 	if err != nil {
 		return keyErr(err)
 	}

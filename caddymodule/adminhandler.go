@@ -40,7 +40,6 @@ type AdminHandler struct {
 	Bearer *bool `json:"bearer,omitempty"`
 
 	auth   authenticator
-	api    *adminapi.API
 	logger *zap.Logger
 }
 
@@ -60,8 +59,6 @@ func (h *AdminHandler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.auth = auth
-	appIface, _ := ctx.App("apikey") // loaded by newAuthenticator
-	h.api = appIface.(*App).api
 	return nil
 }
 
@@ -78,7 +75,12 @@ func (h *AdminHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddy
 		repl.Set("http.auth.user.id", res.Key.ID)
 		repl.Set("http.auth.user.account", res.Key.Account)
 	}
-	h.api.Serve(w, r, adminapi.Caller{
+	b, err := h.auth.app.backend() // open: authenticate used it
+	if err != nil {
+		storeUnavailable(w)
+		return nil
+	}
+	b.api.Serve(w, r, adminapi.Caller{
 		KeyID:   res.Key.ID,
 		Account: res.Key.Account,
 		Scopes:  res.Scopes,

@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 
 	"github.com/caddy-apikey/caddy-apikey/adminapi"
 )
@@ -41,9 +42,14 @@ func serveAdmin(w http.ResponseWriter, r *http.Request) error {
 			"the running config does not use the apikey app: add an apikey handler or global option")
 		return nil
 	}
-	app := appIface.(*App)
+	b, err := appIface.(*App).backend()
+	if err != nil {
+		caddy.Log().Named("admin.api.apikey").Error("opening the key store", zap.Error(err))
+		adminapi.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the key store could not be opened; see Caddy's log")
+		return nil
+	}
 	http.StripPrefix("/apikey", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		app.api.Serve(w, r, adminapi.OperatorCaller())
+		b.api.Serve(w, r, adminapi.OperatorCaller())
 	})).ServeHTTP(w, r)
 	return nil
 }

@@ -7,6 +7,8 @@ package caddymodule
 import (
 	"fmt"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -78,14 +80,28 @@ type App struct {
 	// interval ago. Default: 1h.
 	PurgeInterval caddy.Duration `json:"purge_interval,omitempty"`
 
-	store  *keystore.Store
 	limit  keystore.Limit
-	api    *adminapi.API
 	stop   chan struct{}
 	done   chan struct{}
 	format keystore.Format
 	dir    string
 	logger *zap.Logger
+
+	open *opening // set in Provision
+}
+
+// opening is the app's store once it is open: handlers read ready on
+// every request; mu serializes opening and Cleanup.
+type opening struct {
+	ready   atomic.Pointer[backend]
+	mu      sync.Mutex
+	cleaned bool
+}
+
+// backend is what the app serves with once its store is open.
+type backend struct {
+	verifier keystore.Verifier // its Store is the open store
+	api      *adminapi.API
 }
 
 // CaddyModule returns the Caddy module information.
@@ -105,9 +121,15 @@ type storeHandle struct{ *keystore.Store }
 
 func (h storeHandle) Destruct() error { return h.Close() }
 
-// Provision sets the defaults and opens (or shares) the store.
+// Provision sets the defaults. It does not open the store: caddy validate
+// provisions a config in a process of its own, and opening would take the
+// store's lock from under a running Caddy (validate would fail) or, with
+// none running, create or upgrade the store. The store opens in Start, or
+// at a handler's first request if that comes first (apps start in no set
+// order, so a server may take requests before this app has started).
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
+	a.open = new(opening)
 	f, abs, err := a.formatAndDir()
 	if err != nil {
 		return err
@@ -120,9 +142,28 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.RateLimit != nil {
 		a.limit = a.RateLimit.Effective(keystore.DefaultLimit)
 	}
-	val, loaded, err := stores.LoadOrNew(abs, func() (caddy.Destructor, error) {
+	return nil
+}
+
+// backend opens (or shares) the store on the first call and returns what
+// the app serves with. After Cleanup it fails: a request that outlives its
+// config does not reopen a store it would never release.
+func (a *App) backend() (*backend, error) {
+	o := a.open
+	if b := o.ready.Load(); b != nil {
+		return b, nil
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if b := o.ready.Load(); b != nil {
+		return b, nil
+	}
+	if o.cleaned {
+		return nil, fmt.Errorf("the config of this apikey app was unloaded")
+	}
+	val, loaded, err := stores.LoadOrNew(a.dir, func() (caddy.Destructor, error) {
 		s, err := keystore.Open(keystore.Options{
-			Dir:           abs,
+			Dir:           a.dir,
 			Logger:        a.logger.Named("store"),
 			CacheSize:     a.CacheSize,
 			LastUsedFlush: time.Duration(a.LastUsedFlush),
@@ -133,12 +174,16 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return storeHandle{s}, nil
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	a.store = val.(storeHandle).Store
-	a.api = adminapi.New(adminapi.Options{Store: a.store, Format: a.format, Logger: a.logger.Named("admin"), AcceptForeign: a.AcceptForeignKeys})
-	a.logger.Info("key store ready", zap.String("storage", abs), zap.Bool("shared", loaded))
-	return nil
+	st := val.(storeHandle).Store
+	b := &backend{
+		verifier: keystore.Verifier{Store: st, Format: a.format, AcceptForeign: a.AcceptForeignKeys, DefaultLimit: &a.limit},
+		api:      adminapi.New(adminapi.Options{Store: st, Format: a.format, Logger: a.logger.Named("admin"), AcceptForeign: a.AcceptForeignKeys}),
+	}
+	o.ready.Store(b)
+	a.logger.Info("key store ready", zap.String("storage", a.dir), zap.Bool("shared", loaded))
+	return b, nil
 }
 
 // formatAndDir is the key format and the absolute storage directory the
@@ -185,10 +230,14 @@ const (
 	DefaultPurgeInterval     = time.Hour
 )
 
-// Start starts the purge sweep of revoked keys. The store itself was
-// opened in Provision, so that handlers can use it as soon as they are
-// provisioned.
+// Start opens the store (unless a request already did), so that a store
+// that cannot be opened fails the config, and starts the purge sweep of
+// revoked keys.
 func (a *App) Start() error {
+	b, err := a.backend()
+	if err != nil {
+		return err
+	}
 	if a.PurgeRevokedAfter < 0 {
 		return nil
 	}
@@ -200,16 +249,16 @@ func (a *App) Start() error {
 		every = DefaultPurgeInterval
 	}
 	a.stop, a.done = make(chan struct{}), make(chan struct{})
-	go a.purgeLoop(after, every)
+	go a.purgeLoop(b.verifier.Store, after, every)
 	return nil
 }
 
-func (a *App) purgeLoop(after, every time.Duration) {
+func (a *App) purgeLoop(st *keystore.Store, after, every time.Duration) {
 	defer close(a.done)
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
-		n, ran, err := a.store.PurgeRevokedIfDue(after, every)
+		n, ran, err := st.PurgeRevokedIfDue(after, every)
 		switch {
 		case err != nil:
 			a.logger.Error("purging revoked keys", zap.Error(err))
@@ -235,19 +284,30 @@ func (a *App) Stop() error {
 	return nil
 }
 
-// Cleanup releases this config's reference to the store; the last one
-// flushes last-used times and closes it.
+// Cleanup releases this config's reference to the store, if it opened
+// it; the last reference flushes last-used times and closes the store.
 func (a *App) Cleanup() error {
-	if a.store == nil {
+	if a.open == nil { // not provisioned
+		return nil
+	}
+	a.open.mu.Lock()
+	defer a.open.mu.Unlock()
+	a.open.cleaned = true
+	if a.open.ready.Load() == nil {
 		return nil
 	}
 	_, err := stores.Delete(a.dir)
-	a.store = nil
 	return err
 }
 
-// Store is the app's key store.
-func (a *App) Store() *keystore.Store { return a.store }
+// Store is the app's key store, opened if it was not yet.
+func (a *App) Store() (*keystore.Store, error) {
+	b, err := a.backend()
+	if err != nil {
+		return nil, err
+	}
+	return b.verifier.Store, nil
+}
 
 // Format is the format of the keys the app issues and accepts.
 func (a *App) Format() keystore.Format { return a.format }
@@ -260,6 +320,3 @@ var (
 	_ caddy.CleanerUpper = (*App)(nil)
 )
 
-func (a *App) verifier() keystore.Verifier {
-	return keystore.Verifier{Store: a.store, Format: a.format, AcceptForeign: a.AcceptForeignKeys, DefaultLimit: &a.limit}
-}

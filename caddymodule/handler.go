@@ -116,10 +116,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 // authenticator finds, checks and (on failure) answers for a request's key.
 // The apikey and apikey_admin handlers share it, so they refuse alike.
 type authenticator struct {
-	verifier keystore.Verifier
-	header   string // canonical, for lookups
-	bearer   bool
-	refuser  *refuser
+	app     *App   // its backend holds the verifier
+	header  string // canonical, for lookups
+	bearer  bool
+	refuser *refuser
 }
 
 func newAuthenticator(ctx caddy.Context, header string, bearer *bool) (authenticator, error) {
@@ -139,10 +139,10 @@ func newAuthenticator(ctx caddy.Context, header string, bearer *bool) (authentic
 		return authenticator{}, err
 	}
 	return authenticator{
-		verifier: app.verifier(),
-		header:   textproto.CanonicalMIMEHeaderKey(header),
-		bearer:   bearer == nil || *bearer,
-		refuser:  rf,
+		app:     app,
+		header:  textproto.CanonicalMIMEHeaderKey(header),
+		bearer:  bearer == nil || *bearer,
+		refuser: rf,
 	}, nil
 }
 
@@ -170,7 +170,13 @@ func (a *authenticator) authenticate(w http.ResponseWriter, r *http.Request, req
 		a.refuser.refuse(w, res)
 		return res, src, false
 	}
-	res, err := a.verifier.Verify(cred, required, needScope)
+	b, err := a.app.backend()
+	if err != nil {
+		log.Error("opening the key store", zap.Error(err))
+		storeUnavailable(w)
+		return keystore.Result{}, src, false
+	}
+	res, err := b.verifier.Verify(cred, required, needScope)
 	if err != nil {
 		log.Error("verifying API key", zap.Error(err))
 		storeUnavailable(w)

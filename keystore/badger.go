@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"sync"
 	"time"
@@ -372,12 +373,20 @@ func (s *Store) view(fn func(t txn) error) error {
 	return s.db.View(func(tx *badger.Txn) error { return fn(txn{tx}) })
 }
 
+// maxConflictRetries bounds how often update runs a conflicting
+// transaction again (the pauses add up to about a quarter of a second).
+const maxConflictRetries = 50
+
 // update runs fn in a read-write transaction and commits it durably
-// (SyncWrites). A conflicting concurrent commit is retried.
+// (SyncWrites). A commit that conflicts with a concurrent one (something fn
+// read was written meanwhile) runs fn again, on fresh reads, after a short
+// random pause that grows with the attempts: writers of the same key take
+// turns rather than failing each other.
 func (s *Store) update(fn func(t txn) error) error {
 	for attempt := 0; ; attempt++ {
 		err := s.db.Update(func(tx *badger.Txn) error { return fn(txn{tx}) })
-		if errors.Is(err, badger.ErrConflict) && attempt < 10 {
+		if errors.Is(err, badger.ErrConflict) && attempt < maxConflictRetries {
+			time.Sleep(rand.N(time.Duration(attempt+1) * 200 * time.Microsecond))
 			continue
 		}
 		if err == nil {
