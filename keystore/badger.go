@@ -335,6 +335,29 @@ func (t txn) setHashTTL(h Hash, id string, ttl time.Duration) error {
 
 func (t txn) del(key []byte) error { return t.tx.Delete(key) }
 
+// delOwnedHash deletes h/<h> if it names the key id. A key's record can
+// name a hash whose entry is no longer its own: the entry of a
+// grace-period string expires (TTL) while the record keeps PrevHash, and
+// the same string may then be imported as another key, whose entry it
+// must not take away.
+func (t txn) delOwnedHash(h Hash, id string) error {
+	b, err := t.getRaw(keyH(h))
+	if err != nil || b == nil {
+		return err
+	}
+	k, owner, err := decodeHashValue(b, h)
+	if err != nil {
+		return err
+	}
+	if k != nil {
+		owner = k.ID
+	}
+	if owner != id {
+		return nil
+	}
+	return t.del(keyH(h))
+}
+
 // scan calls fn for each key with the prefix, in order (or reverse order),
 // starting at start if not empty. fn returns false to stop.
 func (t txn) scan(prefix, start []byte, reverse, values bool, fn func(key, val []byte) (bool, error)) error {

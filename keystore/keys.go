@@ -410,7 +410,7 @@ func (s *Store) RegenerateKeyIf(id string, guard Guard, f Format, grace time.Dur
 	now := s.now().UTC()
 	k, err := s.mutateKeyTx(id, actor, guard, func(t txn, k *Key) (string, error) {
 		if k.PrevHash != nil {
-			if err := t.del(keyH(*k.PrevHash)); err != nil {
+			if err := t.delOwnedHash(*k.PrevHash, k.ID); err != nil {
 				return "", err
 			}
 			k.PrevHash = nil
@@ -525,7 +525,7 @@ func (s *Store) deleteKeyIf(id string, cond func(*Key) bool) error {
 			return errSkipped
 		}
 		for _, h := range hashesOf(k) {
-			if err := t.del(keyH(h)); err != nil {
+			if err := t.delOwnedHash(h, id); err != nil {
 				return err
 			}
 		}

@@ -3,6 +3,7 @@ package keystore
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -521,6 +522,68 @@ func TestVerifyGraceFromBadger(t *testing.T) {
 	clock.Advance(time.Hour)
 	verifyOutcome(t, v, first, "", InvalidKey)
 	verifyOutcome(t, v, second, "", OK)
+}
+
+// TestExpiredGraceStringImportedAsAnotherKey: once the hash entry of a
+// grace-period string has expired, the string may be imported as another
+// key B; regenerating, deleting or purging the first key A (whose record
+// still names the old hash) must leave B's hash entry alone. (They deleted
+// it, and B was refused as invalid_key from then on.) The entry's expiry,
+// which Badger applies by its TTL in whole seconds, is applied here by
+// deleting the entry, which is what a reader then sees.
+func TestExpiredGraceStringImportedAsAnotherKey(t *testing.T) {
+	f := DefaultFormat()
+	for _, tc := range []struct {
+		name string
+		op   func(s *Store, id string) error
+	}{
+		{"regenerate", func(s *Store, id string) error {
+			_, _, err := s.RegenerateKey(id, f, 0, "t")
+			return err
+		}},
+		{"regenerate with grace", func(s *Store, id string) error {
+			_, _, err := s.RegenerateKey(id, f, time.Hour, "t")
+			return err
+		}},
+		{"delete", func(s *Store, id string) error { return s.DeleteKey(id) }},
+		{"purge", func(s *Store, id string) error {
+			if _, err := s.RevokeKey(id, "t"); err != nil {
+				return err
+			}
+			n, err := s.PurgeRevoked(time.Now().Add(time.Hour))
+			if err == nil && n != 1 {
+				err = fmt.Errorf("purged %d keys, want 1", n)
+			}
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openTestStore(t)
+			v := &Verifier{Store: s, Format: f}
+			a, old := mustCreate(t, s, f, NewKey{})
+			if _, _, err := s.RegenerateKey(a.ID, f, time.Minute, "t"); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.update(func(tx txn) error { return tx.del(keyH(HashKey(old))) }); err != nil {
+				t.Fatal(err)
+			}
+			s.cache.invalidate(HashKey(old))
+			verifyOutcome(t, v, old, "", InvalidKey)
+			b, err := s.ImportKeys([]ImportKey{{Key: old, NewKey: NewKey{Name: "b", Scopes: []string{"a:read"}}}}, f, "t")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res, err := v.Verify(old, Scope{}, false); err != nil || res.Outcome != OK || res.Key.ID != b[0].ID {
+				t.Fatalf("the imported key before: %v %v", res.Outcome.Code(), err)
+			}
+			if err := tc.op(s, a.ID); err != nil {
+				t.Fatal(err)
+			}
+			if res, err := v.Verify(old, Scope{}, false); err != nil || res.Outcome != OK || res.Key.ID != b[0].ID {
+				t.Fatalf("the imported key after a %s of another key: %v %v", tc.name, res.Outcome.Code(), err)
+			}
+		})
+	}
 }
 
 func TestVerifyForeign(t *testing.T) {
