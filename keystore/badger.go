@@ -41,6 +41,9 @@ import (
 //	r/<revoked>/<id>   index of revoked keys by revocation time (16 hex
 //	                   digits of unix nanos), so that the purge reads only
 //	                   the keys it deletes
+//	d/<id>             a deleted key whose audit events are still being
+//	                   deleted (too many for one transaction); the
+//	                   purge sweep finishes what a crash interrupted
 //	m/revoked-index    present once every revoked key is in r/
 //	m/schema           the layout's version: "3" (binary key records and
 //	                   audit events); Open marks a store of "2" (binary
@@ -56,6 +59,7 @@ const (
 	pfxQuotaAcc = "q/a/"
 	pfxLastUsed = "u/"
 	pfxRevoked  = "r/"
+	pfxDeleting = "d/"
 	schemaKey   = "m/schema"
 	schemaValue = "3" // binary key records and audit events
 	schema2     = "2" // binary hash entries, JSON key records

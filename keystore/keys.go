@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.uber.org/zap"
 )
 
 // NewKey is what a caller gives to create a key.
@@ -488,6 +489,74 @@ func (s *Store) mutateKeyTx(id, actor string, guard Guard, change func(txn, *Key
 	return after.clone(), nil
 }
 
+// eventDeletesPerTxn bounds the audit events one transaction deletes:
+// Badger refuses a transaction of more than about 25,000 deletes with its
+// 16 MiB memtables, and a key changed by automation can have more events.
+const eventDeletesPerTxn = 10_000
+
+// delEvents deletes up to eventDeletesPerTxn of key id's audit events and
+// reports whether more remain.
+func (t txn) delEvents(id string) (more bool, err error) {
+	var events [][]byte
+	err = t.scan([]byte(pfxEvent+id+"/"), nil, false, false, func(key, _ []byte) (bool, error) {
+		if len(events) == eventDeletesPerTxn {
+			more = true
+			return false, nil
+		}
+		events = append(events, append([]byte(nil), key...))
+		return true, nil
+	})
+	if err != nil {
+		return false, err
+	}
+	for _, e := range events {
+		if err := t.del(e); err != nil {
+			return false, err
+		}
+	}
+	return more, nil
+}
+
+// deleteEvents deletes the audit events a key deletion left (marked
+// d/<id>), a transaction per eventDeletesPerTxn, and then the mark.
+func (s *Store) deleteEvents(id string) error {
+	mark := []byte(pfxDeleting + id)
+	for {
+		done := false
+		err := s.update(func(t txn) error {
+			ok, err := t.exists(mark)
+			if err != nil || !ok {
+				done = true
+				return err
+			}
+			more, err := t.delEvents(id)
+			if err != nil || more {
+				return err
+			}
+			done = true
+			return t.del(mark)
+		})
+		if err != nil || done {
+			return err
+		}
+	}
+}
+
+// finishDeletes completes the event deletions that a crash interrupted.
+func (s *Store) finishDeletes() error {
+	var ids []string
+	err := s.view(func(t txn) error {
+		return t.scan([]byte(pfxDeleting), nil, false, false, func(key, _ []byte) (bool, error) {
+			ids = append(ids, string(key[len(pfxDeleting):]))
+			return true, nil
+		})
+	})
+	for _, id := range ids {
+		err = errors.Join(err, s.deleteEvents(id))
+	}
+	return err
+}
+
 func hashesOf(keys ...*Key) []Hash {
 	var hs []Hash
 	for _, k := range keys {
@@ -544,25 +613,20 @@ func (s *Store) deleteKeyIf(id string, cond func(*Key) bool) error {
 		if err := t.reindexRevoked(k, nil); err != nil {
 			return err
 		}
-		var events [][]byte
-		err = t.scan([]byte(pfxEvent+id+"/"), nil, false, false, func(key, _ []byte) (bool, error) {
-			events = append(events, append([]byte(nil), key...))
-			return true, nil
-		})
-		if err != nil {
+		more, err := t.delEvents(id)
+		if err != nil || !more {
 			return err
 		}
-		for _, e := range events {
-			if err := t.del(e); err != nil {
-				return err
-			}
-		}
-		return nil
+		return t.set([]byte(pfxDeleting+id), nil) // deleteEvents finishes
 	})
 	if err != nil {
 		return err
 	}
 	s.cache.invalidate(hashesOf(k)...)
+	if err := s.deleteEvents(id); err != nil {
+		// The key is gone; its remaining events wait for the purge sweep.
+		s.log.Error("deleting the audit events of a deleted key", zap.String("id", id), zap.Error(err))
+	}
 	s.quotas.drop(id)
 	s.pendingMu.Lock()
 	delete(s.pendingUse, id)

@@ -2,13 +2,18 @@ package keystore
 
 import (
 	"errors"
+	"fmt"
 	"time"
 )
 
 // PurgeRevoked deletes keys revoked at or before cutoff, with their audit
 // events, and returns how many it deleted. It reads the index of revoked
-// keys up to cutoff, not the records of every key.
+// keys up to cutoff, not the records of every key. A key it fails to
+// delete does not stop it: it goes on with the others and returns the
+// errors joined. It first finishes deletions of audit events that a crash
+// interrupted.
 func (s *Store) PurgeRevoked(cutoff time.Time) (int, error) {
+	errs := s.finishDeletes()
 	var ids []string
 	end := unixNano(cutoff)
 	err := s.view(func(t txn) error {
@@ -25,7 +30,7 @@ func (s *Store) PurgeRevoked(cutoff time.Time) (int, error) {
 		})
 	})
 	if err != nil {
-		return 0, err
+		return 0, errors.Join(errs, err)
 	}
 	n := 0
 	for _, id := range ids {
@@ -35,12 +40,12 @@ func (s *Store) PurgeRevoked(cutoff time.Time) (int, error) {
 		switch {
 		case errors.Is(err, ErrNotFound), errors.Is(err, errSkipped):
 		case err != nil:
-			return n, err
+			errs = errors.Join(errs, fmt.Errorf("purging key %s: %w", id, err))
 		default:
 			n++
 		}
 	}
-	return n, nil
+	return n, errs
 }
 
 // PurgeRevokedIfDue runs PurgeRevoked for keys revoked at least after ago,
