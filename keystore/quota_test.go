@@ -1,6 +1,7 @@
 package keystore
 
 import (
+	"encoding/json"
 	"testing"
 	"time"
 )
@@ -154,5 +155,85 @@ func TestQuotas(t *testing.T) {
 	}
 	if b, _ := s.readQuota(keyQK(k.ID)); b != nil {
 		t.Errorf("quota count of a deleted key remains: %s", b)
+	}
+}
+
+// TestFlushDoesNotGiveADeletedAccountsCount: an account deleted and created
+// again with the same id while a flush runs does not inherit the old
+// account's quota count (the flush wrote the count it had collected for
+// the old account onto the new one's record, read back at the next start:
+// the new account's first request after a restart was quota_exceeded). The
+// flush writes many key counts first, which widens the window the old
+// code left between collecting the accounts' counts and writing them.
+func TestFlushDoesNotGiveADeletedAccountsCount(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir, LastUsedFlush: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := DefaultFormat()
+	v := &Verifier{Store: s, Format: f, DefaultLimit: &Limit{}}
+	_, plains := importPlainKeys(t, s, f, 1000, NewKey{Quota: &Quota{Requests: 1 << 40, Period: PeriodMonth}})
+	acct := Account{ID: "acme", Quota: &Quota{Requests: 1, Period: PeriodMonth}}
+	if _, err := s.CreateAccount(acct); err != nil {
+		t.Fatal(err)
+	}
+	verify := func(p string) Outcome {
+		t.Helper()
+		res, err := v.Verify(p, Scope{}, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Outcome
+	}
+	for i := range 30 {
+		k, p := mustCreate(t, s, f, NewKey{Account: "acme"})
+		if o := verify(p); o != OK { // the account's count: 1 of 1
+			t.Fatalf("iteration %d: %s", i, o.Code())
+		}
+		if err := s.DeleteKey(k.ID); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range plains {
+			verify(p) // every key's count dirty
+		}
+		done := make(chan error, 1)
+		go func() { done <- s.Flush() }()
+		time.Sleep(time.Duration(i%20) * time.Millisecond)
+		if err := s.DeleteAccount("acme"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.CreateAccount(acct); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		used, _, _ := s.AccountQuotaUsage("acme")
+		var stored []byte
+		if err := s.view(func(tx txn) error { stored, err = tx.getRaw(keyQA("acme")); return err }); err != nil {
+			t.Fatal(err)
+		}
+		var qc quotaCount
+		if stored != nil {
+			if err := json.Unmarshal(stored, &qc); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if used != 0 || qc.Used != 0 {
+			t.Fatalf("iteration %d: the new account acme: %d used in memory, %s stored; want none", i, used, stored)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStoreOpts(t, Options{Dir: dir})
+	_, p := mustCreate(t, s, f, NewKey{Account: "acme"})
+	v = &Verifier{Store: s, Format: f, DefaultLimit: &Limit{}}
+	if o := verify(p); o != OK {
+		t.Errorf("after a restart, the first request of the new account: %s", o.Code())
 	}
 }

@@ -364,26 +364,41 @@ func (s *Store) writeLastUsed(t txn, id string, at int64) error {
 }
 
 func (s *Store) flushQuotas() error {
-	// owner is the record the count belongs to: a count is written only
-	// while it exists, so a flush racing with a delete leaves no orphan.
-	type write struct {
-		key, owner []byte
-		c          *quotaCounter
-		qc         quotaCount
-	}
-	var writes []write
+	var keys []quotaWrite
 	s.quotas.each(func(id string, c *quotaCounter) {
 		if qc, dirty := c.dirty(); dirty {
-			writes = append(writes, write{keyQK(id), keyK(id), c, qc})
+			keys = append(keys, quotaWrite{keyQK(id), keyK(id), c, qc})
 		}
 	})
+	if err := s.writeQuotas(keys); err != nil {
+		return err
+	}
+	// The accounts' counts are collected and written under acctMu: an
+	// account deleted and created again with the same id in between would
+	// otherwise get the old account's count (read back at the next start).
 	s.acctMu.RLock()
+	defer s.acctMu.RUnlock()
+	var accts []quotaWrite
 	for id, st := range s.accounts {
 		if qc, dirty := st.quota.dirty(); dirty {
-			writes = append(writes, write{keyQA(id), keyA(id), st.quota, qc})
+			accts = append(accts, quotaWrite{keyQA(id), keyA(id), st.quota, qc})
 		}
 	}
-	s.acctMu.RUnlock()
+	return s.writeQuotas(accts)
+}
+
+// quotaWrite is a dirty quota count to write. owner is the record the
+// count belongs to: a count is written only while it exists, so a flush
+// racing with a delete leaves no orphan.
+type quotaWrite struct {
+	key, owner []byte
+	c          *quotaCounter
+	qc         quotaCount
+}
+
+// writeQuotas writes counts, flushChunk a transaction, and marks them
+// flushed.
+func (s *Store) writeQuotas(writes []quotaWrite) error {
 	for start := 0; start < len(writes); start += flushChunk {
 		chunk := writes[start:min(start+flushChunk, len(writes))]
 		err := s.update(func(t txn) error {
