@@ -257,7 +257,7 @@ func TestKeyCallerNoEscalationRace(t *testing.T) {
 	flips := make(chan int, 1)
 	stop := sync.OnceValue(func() int { close(done); return <-flips })
 	defer stop() // the operator stops before the store closes
-	go func() { // the operator, meanwhile
+	go func() {  // the operator, meanwhile
 		n := 0
 		defer func() { flips <- n }()
 		for ; ; n++ {

@@ -635,7 +635,7 @@ func TestHostileBodies(t *testing.T) {
 		cases = append(cases, tc)
 	}
 	cases = append(cases, hostileCase{name: "POST /keys/import: a null metadata value", method: "POST", path: "/keys/import",
-		body: `[{"sha256": "` + strings.Repeat("ab", 32) + `", ` + valid + `, "metadata": {"owner": null}}]`,
+		body:   `[{"sha256": "` + strings.Repeat("ab", 32) + `", ` + valid + `, "metadata": {"owner": null}}]`,
 		status: 400, code: "invalid_request", field: "keys[0].metadata.owner"})
 	// Query strings that endpoints do not take, or take only once.
 	for _, q := range []struct{ method, path, field string }{

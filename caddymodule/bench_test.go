@@ -40,10 +40,10 @@ func benchHandler(b *testing.B) (*Handler, string) {
 		req:    req,
 		logger: zap.NewNop(),
 		auth: authenticator{
-			app:      appWith(keystore.Verifier{Store: s, Format: f, DefaultLimit: &lim}),
-			header:   textproto.CanonicalMIMEHeaderKey(DefaultKeyHeader),
-			bearer:   true,
-			refuser:  rf,
+			app:     appWith(keystore.Verifier{Store: s, Format: f, DefaultLimit: &lim}),
+			header:  textproto.CanonicalMIMEHeaderKey(DefaultKeyHeader),
+			bearer:  true,
+			refuser: rf,
 		},
 	}, plain
 }

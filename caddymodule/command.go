@@ -504,7 +504,7 @@ func cliKeyAction(action, done string) func(c *cli, args []string) error {
 		if err := cliDecode(raw, &k, action); err != nil {
 			return err
 		}
-		_, err = fmt.Fprintf(c.out, "%s key %s (%s): %s.\n", done, k.ID, k.Name, k.status(c.now()))
+		_, err = fmt.Fprintf(c.out, "%s key %s (%s): %s.\n", done, k.ID, cliSafe(k.Name), k.status(c.now()))
 		return err
 	}
 }
@@ -610,7 +610,7 @@ func (c *cli) printAccount(raw []byte, verb string) error {
 	if err := cliDecode(raw, &a, "the account request"); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintf(c.out, "%s account %s (%s): %s.\n", verb, a.ID, cliOrDash(a.Name), a.Status)
+	_, err := fmt.Fprintf(c.out, "%s account %s (%s): %s.\n", verb, a.ID, cliOrDash(cliSafe(a.Name)), a.Status)
 	return err
 }
 

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/caddy-apikey/caddy-apikey/keystore"
@@ -135,6 +136,20 @@ func cliTruncate(s string, n int) string {
 	return string(r[:n-1]) + "…"
 }
 
+// cliSafe is s as the terminal should see it: quoted, with escapes, if it
+// holds anything but printable characters and spaces. Metadata is free
+// text a key caller may set through apikey_admin, and a raw escape
+// sequence or newline in it would reach the operator's terminal (clear it,
+// retitle it, or print a fake "Status:" line); names exclude control
+// characters but not Unicode format characters such as U+202E, which
+// reverses the text after it.
+func cliSafe(s string) string {
+	if strings.IndexFunc(s, func(r rune) bool { return !unicode.IsGraphic(r) }) < 0 {
+		return s
+	}
+	return strconv.QuoteToGraphic(s)
+}
+
 func cliOrDash(s string) string {
 	if s == "" {
 		return "-"
@@ -155,7 +170,7 @@ func cliRenderKeyTable(w io.Writer, keys []cliKey, now time.Time) error {
 		k := &keys[i]
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n",
 			k.ID,
-			cliTruncate(k.Name, cliMaxNameWidth),
+			cliSafe(cliTruncate(k.Name, cliMaxNameWidth)),
 			cliOrDash(k.Hint),
 			cliOrDash(strings.Join(k.Scopes, ",")),
 			k.status(now),
@@ -193,7 +208,7 @@ func cliRenderKey(w io.Writer, k *cliKey, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 1, ' ', 0)
 	line := func(name, value string) { fmt.Fprintf(tw, "%s:\t%s\n", name, value) }
 	line("ID", k.ID)
-	line("Name", k.Name)
+	line("Name", cliSafe(k.Name))
 	line("Account", k.Account)
 	line("Type", k.Type)
 	line("Scopes", cliOrDash(strings.Join(k.Scopes, ", ")))
@@ -218,7 +233,7 @@ func cliRenderKey(w io.Writer, k *cliKey, now time.Time) error {
 			if i == 0 {
 				label = "Metadata:"
 			}
-			fmt.Fprintf(tw, "%s\t%s=%s\n", label, n, k.Metadata[n])
+			fmt.Fprintf(tw, "%s\t%s=%s\n", label, cliSafe(n), cliSafe(k.Metadata[n]))
 		}
 	}
 	return tw.Flush()
@@ -227,7 +242,7 @@ func cliRenderKey(w io.Writer, k *cliKey, now time.Time) error {
 // cliRenderNewKey writes the answer to create or regenerate: the one time the
 // plaintext key is shown.
 func cliRenderNewKey(w io.Writer, verb string, k *cliKey) error {
-	_, err := fmt.Fprintf(w, "%s key %s (%s)\n\n  %s\n\nStore it now: it is not shown again.\n", verb, k.ID, k.Name, k.Plain)
+	_, err := fmt.Fprintf(w, "%s key %s (%s)\n\n  %s\n\nStore it now: it is not shown again.\n", verb, k.ID, cliSafe(k.Name), k.Plain)
 	return err
 }
 
@@ -244,7 +259,7 @@ func cliRenderAccountTable(w io.Writer, accounts []cliAccount, now time.Time) er
 		if !a.CreatedAt.IsZero() {
 			created = cliRelativeTime(&a.CreatedAt, now)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", a.ID, cliOrDash(cliTruncate(a.Name, cliMaxNameWidth)), a.Status, cliFormatRateLimit(a.RateLimit), created)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", a.ID, cliOrDash(cliSafe(cliTruncate(a.Name, cliMaxNameWidth))), a.Status, cliFormatRateLimit(a.RateLimit), created)
 	}
 	return tw.Flush()
 }

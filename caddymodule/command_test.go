@@ -173,6 +173,39 @@ func TestCommandRenderKey(t *testing.T) {
 	}
 }
 
+// TestCommandRenderHostileText: text a key caller can set (metadata, and
+// format characters in a name) reaches the terminal quoted, never as raw
+// escape sequences, bells, newlines or direction overrides.
+func TestCommandRenderHostileText(t *testing.T) {
+	now := cliTestNow
+	k := cliKey{Key: keystore.Key{
+		ID: "k1", Name: "mobile\u202egnp.exe", Account: "acme", Type: "api",
+		Scopes: []string{"contacts:read"}, CreatedAt: now, UpdatedAt: now,
+		Metadata: map[string]string{
+			"owner":     "ops\nStatus:     revoked\x1b[2J\x1b]0;pwned\a",
+			"tab\tname": "plain",
+			"note":      "ünïcode stays as it is",
+		},
+	}}
+	var show, table bytes.Buffer
+	if err := cliRenderKey(&show, &k, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := cliRenderKeyTable(&table, []cliKey{k}, now); err != nil {
+		t.Fatal(err)
+	}
+	for name, out := range map[string]string{"show": show.String(), "list": table.String()} {
+		if strings.ContainsAny(out, "\x1b\x07\u202e") || strings.Contains(out, "\nStatus:     revoked") {
+			t.Errorf("%s writes the caller's control characters raw:\n%q", name, out)
+		}
+	}
+	for _, want := range []string{`owner="ops\nStatus:     revoked\x1b[2J\x1b]0;pwned\a"`, `"tab\tname"=plain`, "note=ünïcode stays as it is", `Name:       "mobile\u202egnp.exe"`} {
+		if !strings.Contains(show.String(), want) {
+			t.Errorf("show lacks %s:\n%s", want, show.String())
+		}
+	}
+}
+
 func TestCommandFormatRateLimit(t *testing.T) {
 	for _, tc := range []struct {
 		rl   *keystore.RateLimit
