@@ -31,7 +31,7 @@ func benchHandler(b *testing.B) (*Handler, string) {
 		b.Fatal(err)
 	}
 	req, _ := keystore.ParseRequirement("contacts")
-	rf, err := newRefuser(DefaultKeyHeader)
+	rf, err := newRefuser(DefaultKeyHeader, true)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -134,14 +134,15 @@ func newAuthenticator(ctx caddy.Context, header string, bearer *bool) (authentic
 	if err := validKeyHeader(header); err != nil {
 		return authenticator{}, err
 	}
-	rf, err := newRefuser(header)
+	useBearer := bearer == nil || *bearer
+	rf, err := newRefuser(header, useBearer)
 	if err != nil {
 		return authenticator{}, err
 	}
 	return authenticator{
 		app:     app,
 		header:  textproto.CanonicalMIMEHeaderKey(header),
-		bearer:  bearer == nil || *bearer,
+		bearer:  useBearer,
 		refuser: rf,
 	}, nil
 }

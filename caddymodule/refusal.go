@@ -25,16 +25,24 @@ type refusal struct {
 // encoded once, when the handler is provisioned.
 type refuser struct {
 	keyHeader string
-	fixed     [keystore.QuotaExceeded + 1][]byte
+	// scheme is the WWW-Authenticate scheme: Bearer, or, when Bearer
+	// credentials are not accepted (bearer off), Key, the scheme Kong's
+	// key-auth names for a key in a header of its own.
+	scheme string
+	bearer bool
+	fixed  [keystore.QuotaExceeded + 1][]byte
 }
 
 // fixedOutcomes are the outcomes whose refusal body is always the same.
 var fixedOutcomes = [...]keystore.Outcome{keystore.MissingKey, keystore.MalformedKey, keystore.InvalidKey, keystore.KeyRevoked, keystore.KeyExpired}
 
-func newRefuser(keyHeader string) (*refuser, error) {
-	rf := &refuser{keyHeader: keyHeader}
+func newRefuser(keyHeader string, bearer bool) (*refuser, error) {
+	rf := &refuser{keyHeader: keyHeader, scheme: "Key", bearer: bearer}
+	if bearer {
+		rf.scheme = "Bearer"
+	}
 	for _, o := range fixedOutcomes {
-		b, err := adminapi.EncodeJSON(refusalBody(keystore.Result{Outcome: o}, keyHeader))
+		b, err := adminapi.EncodeJSON(rf.body(keystore.Result{Outcome: o}))
 		if err != nil {
 			return nil, err
 		}
@@ -49,12 +57,12 @@ func (rf *refuser) refuse(w http.ResponseWriter, res keystore.Result) {
 	hdr := w.Header()
 	switch res.Outcome {
 	case keystore.MissingKey:
-		hdr["Www-Authenticate"] = []string{`Bearer realm="api"`}
+		hdr["Www-Authenticate"] = []string{rf.scheme + ` realm="api"`}
 	case keystore.AccountInactive:
 		status = http.StatusForbidden
 	case keystore.InsufficientScope:
 		status = http.StatusForbidden
-		hdr["Www-Authenticate"] = []string{`Bearer error="insufficient_scope", scope="` + res.Required.String() + `"`}
+		hdr["Www-Authenticate"] = []string{rf.scheme + ` error="insufficient_scope", scope="` + res.Required.String() + `"`}
 	case keystore.RateLimited:
 		status = http.StatusTooManyRequests
 		hdr["Retry-After"] = []string{strconv.Itoa(res.RetryAfter)}
@@ -63,21 +71,24 @@ func (rf *refuser) refuse(w http.ResponseWriter, res keystore.Result) {
 		status = http.StatusTooManyRequests
 		hdr["Retry-After"] = []string{strconv.Itoa(res.RetryAfter)}
 	default:
-		hdr["Www-Authenticate"] = []string{`Bearer realm="api", error="invalid_token"`}
+		hdr["Www-Authenticate"] = []string{rf.scheme + ` realm="api", error="invalid_token"`}
 	}
 	if int(res.Outcome) < len(rf.fixed) && rf.fixed[res.Outcome] != nil {
 		adminapi.WriteJSONBody(w, status, rf.fixed[res.Outcome])
 		return
 	}
-	adminapi.WriteJSON(w, status, refusalBody(res, rf.keyHeader))
+	adminapi.WriteJSON(w, status, rf.body(res))
 }
 
-// refusalBody is the JSON body of the refusal of res.
-func refusalBody(res keystore.Result, keyHeader string) refusal {
+// body is the JSON body of the refusal of res.
+func (rf *refuser) body(res keystore.Result) refusal {
 	body := refusal{Error: res.Outcome.Code()}
 	switch res.Outcome {
 	case keystore.MissingKey:
-		body.Message = "no API key was given: send it in the " + keyHeader + " header or as Authorization: Bearer <key>"
+		body.Message = "no API key was given: send it in the " + rf.keyHeader + " header"
+		if rf.bearer {
+			body.Message += " or as Authorization: Bearer <key>"
+		}
 	case keystore.MalformedKey:
 		body.Message = "the API key is not in the format this service issues"
 	case keystore.InvalidKey:
