@@ -175,6 +175,13 @@ func TestValidKeyHeader(t *testing.T) {
 		{"x_api_scopes", false},
 		{"Authorization", false},
 		{"authorization", false},
+		{"Host", false},
+		{"host", false},
+		{"Transfer-Encoding", false},
+		{"Connection", false},
+		{"te", false},
+		{"Content-Length", false},
+		{"X-Host", true},
 	} {
 		if err := validKeyHeader(tc.name); (err == nil) != tc.ok {
 			t.Errorf("test %d: validKeyHeader(%q) = %v", i, tc.name, err)

@@ -149,7 +149,10 @@ func newAuthenticator(ctx caddy.Context, header string, bearer *bool) (authentic
 
 // validKeyHeader refuses key header names that would lock every request
 // out: not a valid header name, an identity header (stripped before the
-// key is looked for), or Authorization (use bearer instead).
+// key is looked for), Authorization (use bearer instead), or a header that
+// never reaches a handler as sent: Host, which Go's server moves out of the
+// header map, and the hop-by-hop headers, which Go's server consumes
+// (Transfer-Encoding) or proxies in front drop (RFC 9110, section 7.6.1).
 func validKeyHeader(name string) error {
 	switch {
 	case !httpguts.ValidHeaderFieldName(name):
@@ -159,8 +162,15 @@ func validKeyHeader(name string) error {
 	case strings.EqualFold(name, "Authorization"):
 		return fmt.Errorf("header Authorization: keys in Authorization are accepted with bearer on; choose another header name")
 	}
+	for _, h := range unusableKeyHeaders {
+		if strings.EqualFold(name, h) {
+			return fmt.Errorf("header %s does not reach a handler as the client sent it; choose another header name", name)
+		}
+	}
 	return nil
 }
+
+var unusableKeyHeaders = [...]string{"Host", "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade", "TE", "Trailer", "Content-Length"}
 
 // authenticate verifies the request's key. On any refusal it writes the
 // response and returns ok=false.
