@@ -164,7 +164,7 @@ func (a *App) backend() (*backend, error) {
 	val, loaded, err := stores.LoadOrNew(a.dir, func() (caddy.Destructor, error) {
 		s, err := keystore.Open(keystore.Options{
 			Dir:           a.dir,
-			Logger:        a.logger.Named("store"),
+			Logger:        storeLogger(a.logger),
 			CacheSize:     a.CacheSize,
 			LastUsedFlush: time.Duration(a.LastUsedFlush),
 		})

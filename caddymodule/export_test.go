@@ -1,0 +1,4 @@
+package caddymodule
+
+// StoreLogger is storeLogger, for the external tests.
+var StoreLogger = storeLogger
