@@ -27,10 +27,12 @@ type refuser struct {
 	keyHeader string
 	// scheme is the WWW-Authenticate scheme: Bearer, or, when Bearer
 	// credentials are not accepted (bearer off), Key, the scheme Kong's
-	// key-auth names for a key in a header of its own.
-	scheme string
-	bearer bool
-	fixed  [keystore.QuotaExceeded + 1][]byte
+	// key-auth names for a key in a header of its own. The challenges of
+	// missing and invalid keys are made once (a flood meets them).
+	scheme         string
+	missing, inval string
+	bearer         bool
+	fixed          [keystore.QuotaExceeded + 1][]byte
 }
 
 // fixedOutcomes are the outcomes whose refusal body is always the same.
@@ -41,6 +43,8 @@ func newRefuser(keyHeader string, bearer bool) (*refuser, error) {
 	if bearer {
 		rf.scheme = "Bearer"
 	}
+	rf.missing = rf.scheme + ` realm="api"`
+	rf.inval = rf.scheme + ` realm="api", error="invalid_token"`
 	for _, o := range fixedOutcomes {
 		b, err := adminapi.EncodeJSON(rf.body(keystore.Result{Outcome: o}))
 		if err != nil {
@@ -57,7 +61,7 @@ func (rf *refuser) refuse(w http.ResponseWriter, res keystore.Result) {
 	hdr := w.Header()
 	switch res.Outcome {
 	case keystore.MissingKey:
-		hdr["Www-Authenticate"] = []string{rf.scheme + ` realm="api"`}
+		hdr["Www-Authenticate"] = []string{rf.missing}
 	case keystore.AccountInactive:
 		status = http.StatusForbidden
 	case keystore.InsufficientScope:
@@ -71,7 +75,7 @@ func (rf *refuser) refuse(w http.ResponseWriter, res keystore.Result) {
 		status = http.StatusTooManyRequests
 		hdr["Retry-After"] = []string{strconv.Itoa(res.RetryAfter)}
 	default:
-		hdr["Www-Authenticate"] = []string{rf.scheme + ` realm="api", error="invalid_token"`}
+		hdr["Www-Authenticate"] = []string{rf.inval}
 	}
 	if int(res.Outcome) < len(rf.fixed) && rf.fixed[res.Outcome] != nil {
 		adminapi.WriteJSONBody(w, status, rf.fixed[res.Outcome])
