@@ -585,6 +585,7 @@ func (s *Store) deleteKeyIf(id string, cond func(*Key) bool) error {
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
 	var k *Key
+	var moreEvents bool // more than the transaction deleted
 	err := s.update(func(t txn) error {
 		var err error
 		if k, err = t.getKey(id); err != nil {
@@ -613,8 +614,7 @@ func (s *Store) deleteKeyIf(id string, cond func(*Key) bool) error {
 		if err := t.reindexRevoked(k, nil); err != nil {
 			return err
 		}
-		more, err := t.delEvents(id)
-		if err != nil || !more {
+		if moreEvents, err = t.delEvents(id); err != nil || !moreEvents {
 			return err
 		}
 		return t.set([]byte(pfxDeleting+id), nil) // deleteEvents finishes
@@ -623,9 +623,11 @@ func (s *Store) deleteKeyIf(id string, cond func(*Key) bool) error {
 		return err
 	}
 	s.cache.invalidate(hashesOf(k)...)
-	if err := s.deleteEvents(id); err != nil {
-		// The key is gone; its remaining events wait for the purge sweep.
-		s.log.Error("deleting the audit events of a deleted key", zap.String("id", id), zap.Error(err))
+	if moreEvents {
+		if err := s.deleteEvents(id); err != nil {
+			// The key is gone; its remaining events wait for the purge sweep.
+			s.log.Error("deleting the audit events of a deleted key", zap.String("id", id), zap.Error(err))
+		}
 	}
 	s.quotas.drop(id)
 	s.pendingMu.Lock()
