@@ -766,6 +766,20 @@ func TestHostileFarFutureTimes(t *testing.T) {
 			t.Errorf("expires_at %s: created as active, but verification says %s", exp, got)
 		}
 	}
+	// A time in 9999 with an offset west of UTC is in the year 10000 in
+	// UTC, which no record can hold: a 400 naming the field on every
+	// path, and nothing stored (it was a 500, and an import had begun
+	// writing).
+	h := newHostileEnv(t)
+	h.unchanged(t, func() {
+		const far = "9999-12-31T23:00:00-05:00"
+		id := h.id
+		runHostile(t, h.env, []hostileCase{
+			{name: "create", method: "POST", path: "/keys", body: `{"name": "far", "scopes": ["a:read"], "expires_at": "` + far + `"}`, status: 400, code: "invalid_request", field: "expires_at"},
+			{name: "patch", method: "PATCH", path: "/keys/" + id, body: `{"expires_at": "` + far + `"}`, status: 400, code: "invalid_request", field: "expires_at"},
+			{name: "import", method: "POST", path: "/keys/import", body: `[{"sha256": "` + sha("ok") + `", "name": "ok", "scopes": ["a:read"]}, {"sha256": "` + sha("far") + `", "name": "far", "scopes": ["a:read"], "expires_at": "` + far + `"}]`, status: 400, code: "invalid_request", field: "keys[1].expires_at"},
+		})
+	})
 	k := e.createKey(map[string]any{"name": "grace", "scopes": []string{"a:read"}})
 	for _, grace := range []string{"1000000h", "2400000h", "2562047h47m16.854775807s"} {
 		r := e.do(op, req{method: "POST", path: "/keys/" + k["id"].(string) + "/regenerate", body: map[string]any{"grace_period": grace}})

@@ -40,10 +40,10 @@ func (nk *NewKey) validate(now time.Time) error {
 	}
 	nk.Scopes = scopes
 	if nk.ExpiresAt != nil {
-		if !nk.ExpiresAt.After(now) {
-			return invalid("expires_at", "expires_at must be in the future")
+		t, err := validExpiry(*nk.ExpiresAt, now)
+		if err != nil {
+			return err
 		}
-		t := nk.ExpiresAt.UTC()
 		nk.ExpiresAt = &t
 	}
 	if err := validateType(nk.Type); err != nil {
@@ -70,6 +70,22 @@ func normalizeScopes(in []string) ([]string, error) {
 		return nil, invalid("scopes", "%v", err)
 	}
 	return ScopeStrings(sc), nil
+}
+
+// validExpiry checks an expiry and returns it in UTC. It must be in the
+// future and, in UTC, before the year 10000: RFC 3339 allows
+// 9999-12-31T23:00:00-05:00, which is in the year 10000 in UTC, where
+// neither the audit event's JSON nor the stored records can hold it (the
+// write failed with a 500, after an import had begun writing).
+func validExpiry(at, now time.Time) (time.Time, error) {
+	if !at.After(now) {
+		return time.Time{}, invalid("expires_at", "expires_at must be in the future")
+	}
+	t := at.UTC()
+	if t.Year() > 9999 {
+		return time.Time{}, invalid("expires_at", "expires_at must be before 10000-01-01T00:00:00Z")
+	}
+	return t, nil
 }
 
 func newKeyID() string { return uuid.Must(uuid.NewV7()).String() }
@@ -322,10 +338,10 @@ func (s *Store) UpdateKeyIf(id string, guard Guard, p KeyPatch, actor string) (*
 		case p.ClearExpires:
 			k.ExpiresAt = nil
 		case p.ExpiresAt != nil:
-			if !p.ExpiresAt.After(now) {
-				return "", invalid("expires_at", "expires_at must be in the future")
+			t, err := validExpiry(*p.ExpiresAt, now)
+			if err != nil {
+				return "", err
 			}
-			t := p.ExpiresAt.UTC()
 			k.ExpiresAt = &t
 		}
 		if p.Type != nil {

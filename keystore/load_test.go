@@ -141,9 +141,32 @@ func TestLoadRefuses(t *testing.T) {
 	if _, err := Load(Options{Dir: dir}, []ImportKey{other}, f, "t"); !errors.As(err, &ie) || ie.Field != "keys[0].account" {
 		t.Errorf("unknown account: %v", err)
 	}
+	// An expiry in 9999 with an offset west of UTC is in the year 10000
+	// in UTC: refused before anything is written. (It failed while the
+	// stream was written, after Badger's writer had dropped the store:
+	// the accounts made before were gone.)
 	s, err := Open(Options{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if _, err := s.CreateAccount(Account{ID: "acme"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	far := good("far")
+	farAt := time.Date(9999, 12, 31, 23, 0, 0, 0, time.FixedZone("-05:00", -5*3600))
+	far.ExpiresAt = &farAt
+	if _, err := Load(Options{Dir: dir}, []ImportKey{good("g"), far}, f, "t"); !errors.As(err, &ie) || ie.Field != "keys[1].expires_at" {
+		t.Errorf("expiry in the year 10000 in UTC: %v", err)
+	}
+	s, err = Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Account("acme"); err != nil {
+		t.Errorf("an account after a refused load: %v", err)
 	}
 	if page, _, _ := s.ListKeys(ListQuery{Limit: 10}); len(page) != 0 {
 		t.Errorf("refused loads stored %d keys", len(page))
