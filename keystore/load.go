@@ -27,9 +27,10 @@ import (
 // is the store ImportKeys would have written (records, hash entries,
 // account index, one created event per key by actor). The write replaces
 // the store's contents (Badger's StreamWriter starts by dropping them; the
-// accounts and markers are written back with the keys): an I/O error or a
-// crash during it leaves the store empty, its accounts gone too, to be set
-// up and loaded again.
+// accounts and markers are written back with the keys). If the write
+// fails, the accounts and markers are written back on their own, so the
+// store is as it was; a crash during the write leaves it empty, its
+// accounts gone too, to be set up and loaded again.
 func Load(opts Options, in []ImportKey, f Format, actor string) ([]*Key, error) {
 	if len(in) == 0 {
 		return nil, invalid("keys", "the load must contain at least one key")
@@ -53,7 +54,7 @@ func Load(opts Options, in []ImportKey, f Format, actor string) ([]*Key, error) 
 	if err == nil {
 		var streams []func() ([]kv, error)
 		if streams, err = loadStreams(existing, keys, byHash, actor); err == nil {
-			err = streamLoad(db, streams)
+			err = replaceAll(db, existing, streams)
 		}
 	}
 	if cerr := db.Close(); err == nil {
@@ -63,6 +64,31 @@ func Load(opts Options, in []ImportKey, f Format, actor string) ([]*Key, error) 
 		return nil, fmt.Errorf("loading keys into %s: %w", opts.Dir, err)
 	}
 	return keys, nil
+}
+
+// replaceAll writes the streams' entries as the database's whole
+// contents (streamLoad). If that fails after Badger's writer dropped the
+// contents, it writes back existing, what the database held before (a
+// store without keys: its accounts and markers).
+func replaceAll(db *badger.DB, existing []kv, parts []func() ([]kv, error)) error {
+	err := streamLoad(db, parts)
+	if err == nil {
+		return nil
+	}
+	wb := db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, e := range existing {
+		if werr := wb.Set(e.key, e.val); werr != nil {
+			return errors.Join(err, fmt.Errorf("writing back the store's accounts: %w", werr))
+		}
+	}
+	if werr := wb.Flush(); werr != nil {
+		return errors.Join(err, fmt.Errorf("writing back the store's accounts: %w", werr))
+	}
+	if werr := db.Sync(); werr != nil {
+		return errors.Join(err, fmt.Errorf("writing back the store's accounts: %w", werr))
+	}
+	return err
 }
 
 // loadTableSize is the base table size of the Badger that Load writes

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // TestLoad: a new store loaded offline holds what ImportKeys would have
@@ -246,4 +248,42 @@ func BenchmarkLoad(b *testing.B) {
 		b.StartTimer()
 	}
 	b.ReportMetric(float64(n)*float64(b.N)/spent.Seconds(), "keys/s")
+}
+
+// TestReplaceAllRestoresOnFailure: a load whose write fails after
+// Badger's writer dropped the store's contents writes back what the store
+// held (its accounts), so that the store is as it was.
+func TestReplaceAllRestoresOnFailure(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateAccount(Account{ID: "acme"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := openBadgerWith(loadOptions(dir, zap.NewNop()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	existing, err := allEntries(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken := errors.New("the disk is full")
+	failing := func() ([]kv, error) { return nil, broken }
+	err = replaceAll(db, existing, []func() ([]kv, error){fixedStream(existing), failing})
+	if !errors.Is(err, broken) {
+		t.Fatalf("replaceAll: %v, want the stream's error", err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStoreOpts(t, Options{Dir: dir})
+	if _, err := s.Account("acme"); err != nil {
+		t.Errorf("the account after a failed load: %v", err)
+	}
 }
