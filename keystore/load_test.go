@@ -147,23 +147,14 @@ func TestLoadRefuses(t *testing.T) {
 	// in UTC: refused before anything is written. (It failed while the
 	// stream was written, after Badger's writer had dropped the store:
 	// the accounts made before were gone.)
-	s, err := Open(Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.CreateAccount(Account{ID: "acme"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
+	withAccount(t, dir, "acme")
 	far := good("far")
 	farAt := time.Date(9999, 12, 31, 23, 0, 0, 0, time.FixedZone("-05:00", -5*3600))
 	far.ExpiresAt = &farAt
 	if _, err := Load(Options{Dir: dir}, []ImportKey{good("g"), far}, f, "t"); !errors.As(err, &ie) || ie.Field != "keys[1].expires_at" {
 		t.Errorf("expiry in the year 10000 in UTC: %v", err)
 	}
-	s, err = Open(Options{Dir: dir})
+	s, err := Open(Options{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,16 +246,7 @@ func BenchmarkLoad(b *testing.B) {
 // held (its accounts), so that the store is as it was.
 func TestReplaceAllRestoresOnFailure(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Open(Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.CreateAccount(Account{ID: "acme"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
+	withAccount(t, dir, "acme")
 	db, err := openBadgerWith(loadOptions(dir, zap.NewNop()))
 	if err != nil {
 		t.Fatal(err)
@@ -282,8 +264,23 @@ func TestReplaceAllRestoresOnFailure(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s = openStoreOpts(t, Options{Dir: dir})
+	s := openStoreOpts(t, Options{Dir: dir})
 	if _, err := s.Account("acme"); err != nil {
 		t.Errorf("the account after a failed load: %v", err)
+	}
+}
+
+// withAccount makes a store in dir that holds the account id and no keys.
+func withAccount(t *testing.T, dir, id string) {
+	t.Helper()
+	s, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateAccount(Account{ID: id}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
