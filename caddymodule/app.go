@@ -5,6 +5,7 @@
 package caddymodule
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -80,12 +81,13 @@ type App struct {
 	// interval ago. Default: 1h.
 	PurgeInterval caddy.Duration `json:"purge_interval,omitempty"`
 
-	limit  keystore.Limit
-	stop   chan struct{}
-	done   chan struct{}
-	format keystore.Format
-	dir    string
-	logger *zap.Logger
+	limit keystore.Limit
+	// stopPurge ends the purge sweep, which closes done.
+	stopPurge context.CancelFunc
+	done      chan struct{}
+	format    keystore.Format
+	dir       string
+	logger    *zap.Logger
 
 	open *opening // set in Provision
 }
@@ -150,16 +152,16 @@ func (a *App) Provision(ctx caddy.Context) error {
 // config does not reopen a store it would never release.
 func (a *App) backend() (*backend, error) {
 	o := a.open
-	if b := o.ready.Load(); b != nil {
+	if b := o.ready.Load(); b != nil && !b.verifier.Store.Closed() {
 		return b, nil
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if b := o.ready.Load(); b != nil {
-		return b, nil
-	}
 	if o.cleaned {
 		return nil, fmt.Errorf("the config of this apikey app was unloaded")
+	}
+	if b := o.ready.Load(); b != nil {
+		return b, nil // (closed only after Cleanup: this app holds a reference)
 	}
 	val, loaded, err := stores.LoadOrNew(a.dir, func() (caddy.Destructor, error) {
 		s, err := keystore.Open(keystore.Options{
@@ -248,45 +250,57 @@ func (a *App) Start() error {
 	if every == 0 {
 		every = DefaultPurgeInterval
 	}
-	a.stop, a.done = make(chan struct{}), make(chan struct{})
-	go a.purgeLoop(b.verifier.Store, after, every)
+	ctx, cancel := context.WithCancel(context.Background())
+	a.stopPurge, a.done = cancel, make(chan struct{})
+	go a.purgeLoop(ctx, b.verifier.Store, after, every)
 	return nil
 }
 
-func (a *App) purgeLoop(st *keystore.Store, after, every time.Duration) {
+// purgeLoop sweeps now and every interval until ctx is done, which also
+// interrupts a sweep between two keys.
+func (a *App) purgeLoop(ctx context.Context, st *keystore.Store, after, every time.Duration) {
 	defer close(a.done)
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
-		n, ran, err := st.PurgeRevokedIfDue(after, every)
+		n, ran, err := st.PurgeRevokedIfDue(ctx, after, every)
 		switch {
+		case ctx.Err() != nil:
+			if ran {
+				a.logger.Info("purge of revoked keys interrupted by a stop", zap.Int("deleted", n))
+			}
+			return
 		case err != nil:
 			a.logger.Error("purging revoked keys", zap.Error(err))
 		case ran:
 			a.logger.Info("purged revoked keys", zap.Int("deleted", n), zap.Duration("revoked_for_at_least", after))
 		}
 		select {
-		case <-a.stop:
+		case <-ctx.Done():
 			return
 		case <-tick.C:
 		}
 	}
 }
 
-// Stop stops the purge sweep. The store is released in Cleanup, after the
-// next config (if any) has taken its own reference.
+// Stop stops the purge sweep, interrupting it between two keys. The store
+// is released in Cleanup, after the next config (if any) has taken its own
+// reference.
 func (a *App) Stop() error {
-	if a.stop != nil {
-		close(a.stop)
+	if a.stopPurge != nil {
+		a.stopPurge()
 		<-a.done
-		a.stop = nil
+		a.stopPurge = nil
 	}
 	return nil
 }
 
 // Cleanup releases this config's reference to the store, if it opened
-// it; the last reference flushes last-used times and closes the store.
+// it; the last reference flushes last-used times and closes the store. It
+// stops the purge sweep first: a config whose start failed after this app
+// started is cleaned up without a Stop.
 func (a *App) Cleanup() error {
+	_ = a.Stop()
 	if a.open == nil { // not provisioned
 		return nil
 	}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 
@@ -111,5 +112,34 @@ func TestStoreOpensOnceAndNotAfterCleanup(t *testing.T) {
 	}
 	if _, err := fresh.backend(); err == nil {
 		t.Fatal("an app that was cleaned up opened the store")
+	}
+}
+
+// TestCleanupWithoutStop: Caddy cleans up a config whose start failed
+// after this app started without calling Stop; the purge sweep stops all
+// the same, and a request that reaches the app after its Cleanup gets an
+// error rather than the closed store (a cached key passed, and what it
+// counted was lost).
+func TestCleanupWithoutStop(t *testing.T) {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
+	defer cancel()
+	a := &App{Storage: filepath.Join(t.TempDir(), "store"), PurgeInterval: caddy.Duration(time.Millisecond)}
+	if err := a.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := a.done
+	if err := a.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the purge sweep still runs after Cleanup")
+	}
+	if b, err := a.backend(); err == nil {
+		t.Fatalf("after Cleanup, backend gave a store (closed: %v)", b.verifier.Store.Closed())
 	}
 }

@@ -15,7 +15,7 @@ import (
 
 func init() {
 	httpcaddyfile.RegisterGlobalOption("apikey", parseGlobalOption)
-	httpcaddyfile.RegisterHandlerDirective("apikey", parseHandler)
+	httpcaddyfile.RegisterDirective("apikey", parseHandlerDirective)
 	// After basic_auth and forward_auth, before the handlers that serve or
 	// proxy: no route or order block needed.
 	httpcaddyfile.RegisterDirectiveOrder("apikey", httpcaddyfile.After, "forward_auth")
@@ -38,6 +38,9 @@ func init() {
 //		}
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
+	if existing != nil {
+		return nil, d.Err("the apikey global option is given twice: put all of its settings in one block")
+	}
 	app := new(App)
 	if err := app.UnmarshalCaddyfile(d); err != nil {
 		return nil, err
@@ -62,16 +65,23 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
-			a.Storage = d.Val()
+			if a.Storage = d.Val(); a.Storage == "" {
+				return d.Err("storage: an empty path (leave the option out for the default)")
+			}
 		case "prefix":
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
-			a.Prefix = d.Val()
+			if a.Prefix = d.Val(); a.Prefix == "" {
+				return d.Err("prefix: an empty prefix (leave the option out for the default, ak_)")
+			}
 		case "length":
 			n, err := intArg(d)
 			if err != nil {
 				return err
+			}
+			if n == 0 { // the JSON's "unset": in a Caddyfile, a mistake
+				return d.Errf("length: must be %d to %d (leave the option out for the default, %d)", keystore.MinLength, keystore.MaxLength, keystore.DefaultLength)
 			}
 			a.Length = n
 		case "checksum":
@@ -144,6 +154,42 @@ func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	m := new(Handler)
 	err := m.UnmarshalCaddyfile(h.Dispenser)
 	return m, err
+}
+
+// parseHandlerDirective is what RegisterHandlerDirective would register for
+// parseHandler, with one difference: "apikey *" is the scope * (a grant of
+// *:<access> needed), not Caddy's match-all matcher token, which would
+// drop it and let any valid key through. The matcher is not needed there:
+// apikey without one already matches every request.
+func parseHandlerDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error) {
+	if !h.Next() {
+		return nil, h.ArgErr()
+	}
+	var matcherSet caddy.ModuleMap
+	if loneStar(h.Dispenser) {
+		h.Dispenser.Reset()
+	} else {
+		var err error
+		if matcherSet, err = h.ExtractMatcherSet(); err != nil {
+			return nil, err
+		}
+	}
+	handler, err := parseHandler(h)
+	if err != nil {
+		return nil, err
+	}
+	return h.NewRoute(matcherSet, handler), nil
+}
+
+// loneStar reports whether the directive's only argument is "*".
+func loneStar(d *caddyfile.Dispenser) bool {
+	if d.CountRemainingArgs() != 1 {
+		return false
+	}
+	d.NextArg()
+	star := d.Val() == "*"
+	d.Prev()
+	return star
 }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens (see

@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -74,6 +75,9 @@ func TestUnmarshalApp(t *testing.T) {
 		{input: "apikey {\n checksum\n}", wantErr: true},
 		{input: "apikey {\n last_used_flush soon\n}", wantErr: true},
 		{input: "apikey {\n storage a b\n}", wantErr: true},
+		{input: "apikey {\n storage \"\"\n}", wantErr: true},
+		{input: "apikey {\n prefix \"\"\n}", wantErr: true},
+		{input: "apikey {\n length 0\n}", wantErr: true},
 		{input: "apikey {\n nope\n}", wantErr: true},
 		{input: "apikey extra {\n}", wantErr: true},
 	} {
@@ -158,6 +162,47 @@ example.com {
 	}
 	if len(handlers) != 2 || handlers[0] != "apikey" || handlers[1] != "reverse_proxy" {
 		t.Errorf("handler order: %v\n%s", handlers, out)
+	}
+}
+
+// TestAdaptDirectiveForms: the forms of the apikey directive as a whole
+// Caddyfile gives them: "apikey *" is the scope * (Caddy would read a lone
+// * as its match-all matcher and drop it, letting any valid key through),
+// a path matcher with or without a scope, * as a matcher before a scope;
+// and the global option given twice is an error (the second block
+// replaced the first).
+func TestAdaptDirectiveForms(t *testing.T) {
+	adapt := func(src string) (string, error) {
+		out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(src), nil)
+		return string(out), err
+	}
+	for _, tc := range []struct {
+		directive string
+		want      string // in the adapted JSON
+		matcher   string // "" for none
+	}{
+		{"apikey *", `{"handler":"apikey","require":"*"}`, ""},
+		{"apikey *:read", `{"handler":"apikey","require":"*:read"}`, ""},
+		{"apikey", `{"handler":"apikey"}`, ""},
+		{"apikey * contacts", `{"handler":"apikey","require":"contacts"}`, ""},
+		{"apikey /contacts* contacts", `{"handler":"apikey","require":"contacts"}`, `"path":["/contacts*"]`},
+		{"apikey /open*", `{"handler":"apikey"}`, `"path":["/open*"]`},
+		{"apikey * {\n\t\tforward_key\n\t}", `{"forward_key":true,"handler":"apikey","require":"*"}`, ""},
+	} {
+		out, err := adapt(":19651 {\n\t" + tc.directive + "\n\trespond ok\n}\n")
+		if err != nil {
+			t.Errorf("%q: %v", tc.directive, err)
+			continue
+		}
+		if !strings.Contains(out, tc.want) {
+			t.Errorf("%q: adapted without %s:\n%s", tc.directive, tc.want, out)
+		}
+		if hasMatcher := strings.Contains(out, `"match"`); hasMatcher != (tc.matcher != "") || !strings.Contains(out, tc.matcher) {
+			t.Errorf("%q: matcher %q expected:\n%s", tc.directive, tc.matcher, out)
+		}
+	}
+	if out, err := adapt("{\n\tapikey {\n\t\tstorage /srv/keys\n\t}\n\tapikey {\n\t\tprefix bme_\n\t}\n}\n:19652 {\n\tapikey\n}\n"); err == nil {
+		t.Errorf("two apikey global blocks adapted:\n%s", out)
 	}
 }
 

@@ -142,7 +142,7 @@ func TestPurgeRevoked(t *testing.T) {
 	}
 	clock.Advance(time.Hour)
 
-	n, ran, err := s.PurgeRevokedIfDue(720*time.Hour, time.Hour)
+	n, ran, err := s.PurgeRevokedIfDue(t.Context(), 720*time.Hour, time.Hour)
 	if err != nil || !ran || n != 1 {
 		t.Fatalf("purge: n=%d ran=%v err=%v, want 1 deleted", n, ran, err)
 	}
@@ -158,11 +158,11 @@ func TestPurgeRevoked(t *testing.T) {
 		}
 	}
 	// Not due again within the interval.
-	if _, ran, _ := s.PurgeRevokedIfDue(720*time.Hour, time.Hour); ran {
+	if _, ran, _ := s.PurgeRevokedIfDue(t.Context(), 720*time.Hour, time.Hour); ran {
 		t.Error("purge ran again within its interval")
 	}
 	clock.Advance(31 * 24 * time.Hour)
-	n, ran, err = s.PurgeRevokedIfDue(720*time.Hour, time.Hour)
+	n, ran, err = s.PurgeRevokedIfDue(t.Context(), 720*time.Hour, time.Hour)
 	if err != nil || !ran || n != 1 {
 		t.Fatalf("second purge: n=%d ran=%v err=%v, want 1 (the recent one)", n, ran, err)
 	}

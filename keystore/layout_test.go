@@ -152,7 +152,7 @@ func TestRevokedIndex(t *testing.T) {
 		t.Fatalf("r/ rebuilt on open = %v, want %v", got, want)
 	}
 	clock.Advance(time.Hour)
-	n, err := s.PurgeRevoked(clock.Now())
+	n, err := s.PurgeRevoked(t.Context(), clock.Now())
 	if err != nil || n != 2 {
 		t.Fatalf("purge: %d, %v; want 2", n, err)
 	}

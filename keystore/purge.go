@@ -1,6 +1,7 @@
 package keystore
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -11,8 +12,10 @@ import (
 // keys up to cutoff, not the records of every key. A key it fails to
 // delete does not stop it: it goes on with the others and returns the
 // errors joined. It first finishes deletions of audit events that a crash
-// interrupted.
-func (s *Store) PurgeRevoked(cutoff time.Time) (int, error) {
+// interrupted. It stops between two keys once ctx is done (a sweep of
+// many keys, a fsynced transaction each, must not hold up a reload or a
+// shutdown), returning ctx's error with the count so far.
+func (s *Store) PurgeRevoked(ctx context.Context, cutoff time.Time) (int, error) {
 	errs := s.finishDeletes()
 	var ids []string
 	end := unixNano(cutoff)
@@ -34,6 +37,9 @@ func (s *Store) PurgeRevoked(cutoff time.Time) (int, error) {
 	}
 	n := 0
 	for _, id := range ids {
+		if err := ctx.Err(); err != nil {
+			return n, errors.Join(errs, err)
+		}
 		err := s.deleteKeyIf(id, func(k *Key) bool {
 			return k.RevokedAt != nil && !k.RevokedAt.After(cutoff)
 		})
@@ -52,7 +58,7 @@ func (s *Store) PurgeRevoked(cutoff time.Time) (int, error) {
 // unless a purge of this store ran less than interval ago: the store is
 // shared by configs, and a reload must not rescan it every time. It
 // reports whether it ran.
-func (s *Store) PurgeRevokedIfDue(after, interval time.Duration) (n int, ran bool, err error) {
+func (s *Store) PurgeRevokedIfDue(ctx context.Context, after, interval time.Duration) (n int, ran bool, err error) {
 	now := s.now()
 	last := s.lastPurge.Load()
 	if last != 0 && now.Sub(time.Unix(0, last)) < interval {
@@ -61,7 +67,12 @@ func (s *Store) PurgeRevokedIfDue(after, interval time.Duration) (n int, ran boo
 	if !s.lastPurge.CompareAndSwap(last, now.UnixNano()) {
 		return 0, false, nil // another config's sweep took it
 	}
-	n, err = s.PurgeRevoked(now.Add(-after))
+	n, err = s.PurgeRevoked(ctx, now.Add(-after))
+	if ctx.Err() != nil {
+		// Interrupted: the next sweep (the next config's, after a
+		// reload) is due at once rather than an interval later.
+		s.lastPurge.CompareAndSwap(now.UnixNano(), last)
+	}
 	return n, true, err
 }
 

@@ -1,6 +1,8 @@
 package keystore
 
 import (
+	"context"
+	"errors"
 	"testing"
 	"time"
 )
@@ -70,7 +72,7 @@ func TestDeleteKeyWithManyEvents(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	n, err := s.PurgeRevoked(time.Now().Add(time.Hour))
+	n, err := s.PurgeRevoked(t.Context(), time.Now().Add(time.Hour))
 	if err != nil || n != 2 {
 		t.Fatalf("PurgeRevoked: %d, %v; want 2, nil", n, err)
 	}
@@ -104,7 +106,7 @@ func TestPurgeFinishesInterruptedDeletes(t *testing.T) {
 		t.Fatal(err)
 	}
 	s = openStoreOpts(t, Options{Dir: dir})
-	if _, err := s.PurgeRevoked(time.Now()); err != nil {
+	if _, err := s.PurgeRevoked(t.Context(), time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if n := countPrefix(t, s, pfxEvent+gone+"/"); n != 0 {
@@ -115,5 +117,36 @@ func TestPurgeFinishesInterruptedDeletes(t *testing.T) {
 	}
 	if events, err := s.Audit(kept.ID); err != nil || len(events) != 1 {
 		t.Errorf("another key's events: %d, %v; want its created event", len(events), err)
+	}
+}
+
+// TestPurgeStopsWhenAsked: a sweep stops between two keys once its context
+// is done (Stop must not wait for a sweep of many keys), and a sweep that
+// was stopped leaves the next one due at once.
+func TestPurgeStopsWhenAsked(t *testing.T) {
+	s := openTestStore(t)
+	f := DefaultFormat()
+	var ids []string
+	for range 3 {
+		k, _ := mustCreate(t, s, f, NewKey{})
+		if _, err := s.RevokeKey(k.ID, "t"); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, k.ID)
+	}
+	stopped, cancel := context.WithCancel(t.Context())
+	cancel()
+	n, ran, err := s.PurgeRevokedIfDue(stopped, 0, time.Hour)
+	if !ran || n != 0 || !errors.Is(err, context.Canceled) {
+		t.Fatalf("a stopped sweep: %d deleted, ran %v, %v", n, ran, err)
+	}
+	for _, id := range ids {
+		if _, err := s.Key(id); err != nil {
+			t.Fatalf("a stopped sweep deleted %s: %v", id, err)
+		}
+	}
+	n, ran, err = s.PurgeRevokedIfDue(t.Context(), 0, time.Hour)
+	if !ran || n != 3 || err != nil {
+		t.Fatalf("the sweep after a stopped one: %d deleted, ran %v, %v; want 3, due at once", n, ran, err)
 	}
 }

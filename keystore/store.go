@@ -226,6 +226,9 @@ func (s *Store) init() error {
 	return err
 }
 
+// Closed reports whether Close was called.
+func (s *Store) Closed() bool { return s.closed.Load() }
+
 // Close flushes last-used times, stops the background work and closes
 // Badger. It is safe to call more than once.
 func (s *Store) Close() error {

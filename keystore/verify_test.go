@@ -1,6 +1,7 @@
 package keystore
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -550,7 +551,7 @@ func TestExpiredGraceStringImportedAsAnotherKey(t *testing.T) {
 			if _, err := s.RevokeKey(id, "t"); err != nil {
 				return err
 			}
-			n, err := s.PurgeRevoked(time.Now().Add(time.Hour))
+			n, err := s.PurgeRevoked(context.Background(), time.Now().Add(time.Hour))
 			if err == nil && n != 1 {
 				err = fmt.Errorf("purged %d keys, want 1", n)
 			}
