@@ -349,7 +349,14 @@ func (s *loadStats) reloadErrors(windows [][2]time.Duration) (resets, dropped []
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, e := range s.errs {
-		if e.reused || !slices.ContainsFunc(windows, func(w [2]time.Duration) bool { return e.at >= w[0] && e.at <= w[1]+time.Second }) {
+		// A failed dial is a new connection, whatever the attempt before
+		// it used: Go's transport retries a request whose keep-alive
+		// connection the old server closed on a new one, and that one's
+		// connect can meet the hand-off reset (reused is the last attempt
+		// that got a connection).
+		var op *net.OpError
+		fresh := !e.reused || errors.As(e.err, &op) && op.Op == "dial"
+		if !fresh || !slices.ContainsFunc(windows, func(w [2]time.Duration) bool { return e.at >= w[0] && e.at <= w[1]+time.Second }) {
 			continue
 		}
 		switch {
