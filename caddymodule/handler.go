@@ -108,6 +108,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if !h.ForwardKey {
 		h.auth.removeCredential(r.Header, src)
 	}
+	scrubTrailers(r, h.auth.header)
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	setIdentity(r.Header, repl, &res)
 	return next.ServeHTTP(w, r)

@@ -359,6 +359,71 @@ func TestHostileCredentials(t *testing.T) {
 // case, with underscores, several times, or named in Connection (which
 // would make reverse_proxy drop the headers the proxy sets). On a pass the
 // upstream sees exactly what the proxy set; on a refusal it sees nothing.
+// TestHostileTrailers: identity headers and credentials sent as request
+// trailers (HTTP/1.1 chunked bodies) do not reach the backend, which
+// reverse_proxy forwards trailers to, whether or not the Trailer header
+// announces them: Go keeps every trailer field once one is announced.
+// (They did: X-Api-Key-Id: evil and the plaintext key arrived as
+// trailers.) A trailer of another name still arrives.
+func TestHostileTrailers(t *testing.T) {
+	e := start(t)
+	_, key := e.createKey(`{"name": "trailers", "scopes": ["contacts:write"], "rate_limit": {"unlimited": true}}`)
+	for _, tc := range []struct {
+		name     string
+		announce string
+		trailers []string
+	}{
+		{"announced", "X-Foo, X-Api-Key-Id, X-Api-Account, X-Api-Scopes, X-Api-Key, Authorization", []string{"X-Foo: 1", "X-Api-Key-Id: evil", "X-Api-Account: victim", "X-Api-Scopes: *:delete", "X-Api-Key: " + key, "Authorization: Bearer " + key}},
+		{"not announced", "X-Foo", []string{"X-Foo: 1", "X-Api-Key-Id: evil", "x_api_account: victim", "X-API-KEY-NAME: admin", "X-Api-Key: " + key}},
+		{"underscores and case", "X-Foo, x_api_key_id", []string{"X-Foo: 1", "x_api_key_id: evil", "X-API-SCOPES: *:delete"}},
+	} {
+		conn, err := net.DialTimeout("tcp", strings.TrimPrefix(siteURL, "http://"), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetDeadline(time.Now().Add(15 * time.Second))
+		req := "POST /contacts HTTP/1.1\r\nHost: localhost:9080\r\nX-API-Key: " + key + "\r\nTrailer: " + tc.announce +
+			"\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n" + strings.Join(tc.trailers, "\r\n") + "\r\n\r\n"
+		if _, err := io.WriteString(conn, req); err != nil {
+			t.Fatal(err)
+		}
+		res, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: "POST"})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		conn.Close()
+		e.up.mu.Lock()
+		trailer := e.up.trailer
+		e.up.mu.Unlock()
+		_, hits := e.up.take()
+		if res.StatusCode != 200 || hits != 1 {
+			t.Fatalf("%s: status %d, upstream hits %d: %s", tc.name, res.StatusCode, hits, body)
+		}
+		for k, vs := range trailer {
+			if isIdentity(k) || strings.EqualFold(k, "X-Api-Key") || strings.EqualFold(k, "Authorization") || strings.Contains(strings.Join(vs, " "), key) {
+				t.Errorf("%s: the upstream got the trailer %s: %q", tc.name, k, vs)
+			}
+		}
+		if trailer.Get("X-Foo") != "1" {
+			t.Errorf("%s: the upstream's trailers %v lack X-Foo: 1", tc.name, trailer)
+		}
+	}
+}
+
+// isIdentity reports whether a header name reads as an identity header,
+// ignoring case and _ for -.
+func isIdentity(name string) bool {
+	n := strings.ReplaceAll(strings.ToLower(name), "_", "-")
+	for _, id := range []string{"x-api-key-id", "x-api-key-name", "x-api-key-type", "x-api-account", "x-api-scopes"} {
+		if n == id {
+			return true
+		}
+	}
+	return false
+}
+
 func TestHostileIdentitySpoofing(t *testing.T) {
 	e := start(t)
 	id, key := e.createKey(`{"name": "CRM sync", "type": "mcp", "scopes": ["contacts:write", "billing:read"], "rate_limit": {"unlimited": true}}`)

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"io"
 	"net/http"
 	"strings"
 
@@ -40,6 +41,47 @@ func stripIdentity(h http.Header) {
 			delete(h, "Connection")
 		}
 	}
+}
+
+// scrubTrailers keeps identity headers and the credential headers (the key
+// header, Authorization) out of the request's trailers, which
+// reverse_proxy forwards to the backend after the body: a client could
+// otherwise send X-Api-Key-Id as a trailer (HTTP/1.1 chunked bodies,
+// HTTP/2), or a key in a trailer that the backend would take for the
+// verified one (forward_key keeps the header that carried the key, never
+// a trailer). Go fills the trailer map when
+// the body's last chunk is read, so the names are deleted now (they are
+// then not announced in the forwarded Trailer header) and again when the
+// body reports its end. Requests without trailers (nearly all) cost a nil
+// check.
+func scrubTrailers(r *http.Request, keyHeader string) {
+	if r.Trailer == nil {
+		return
+	}
+	scrub := func() {
+		for k := range r.Trailer {
+			if isIdentityName(k) || strings.EqualFold(k, keyHeader) || strings.EqualFold(k, "Authorization") {
+				delete(r.Trailer, k)
+			}
+		}
+	}
+	scrub()
+	r.Body = &trailerScrubber{ReadCloser: r.Body, scrub: scrub}
+}
+
+// trailerScrubber runs scrub when the body it wraps ends: the read that
+// returns io.EOF is the one after which Go has filled the trailers.
+type trailerScrubber struct {
+	io.ReadCloser
+	scrub func()
+}
+
+func (b *trailerScrubber) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.scrub()
+	}
+	return n, err
 }
 
 // isIdentityName reports whether a header name reads as one of the identity

@@ -48,9 +48,10 @@ func TestMain(m *testing.M) {
 // recorder is a real upstream that records the headers of what it got.
 type recorder struct {
 	*httptest.Server
-	mu    sync.Mutex
-	last  http.Header
-	hits  int
+	mu      sync.Mutex
+	last    http.Header
+	trailer http.Header // of the last request, its body read to the end
+	hits    int
 	first time.Time // arrival of the first request since the last take
 	final time.Time // and of the last one
 }
@@ -58,9 +59,11 @@ type recorder struct {
 func newRecorder(t *testing.T) *recorder {
 	rec := &recorder{}
 	rec.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body) // to the end: trailers follow the body
 		now := time.Now()
 		rec.mu.Lock()
 		rec.last = r.Header.Clone()
+		rec.trailer = r.Trailer.Clone()
 		if rec.hits == 0 {
 			rec.first = now
 		}
