@@ -52,8 +52,8 @@ type recorder struct {
 	last    http.Header
 	trailer http.Header // of the last request, its body read to the end
 	hits    int
-	first time.Time // arrival of the first request since the last take
-	final time.Time // and of the last one
+	first   time.Time // arrival of the first request since the last take
+	final   time.Time // and of the last one
 }
 
 func newRecorder(t *testing.T) *recorder {
