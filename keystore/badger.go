@@ -427,7 +427,16 @@ func (s *Store) update(fn func(t txn) error) error {
 // transaction per entry) and syncs them to disk before it returns. It is
 // not atomic: after a crash, a prefix of the entries may be stored.
 func (s *Store) bulk(fn func(set func(key, val []byte) error) error) error {
-	wb := s.db.NewWriteBatch()
+	if err := writeBatch(s.db, fn); err != nil {
+		return err
+	}
+	s.commits.Add(1)
+	return nil
+}
+
+// writeBatch is bulk on a bare database (Load's, which has no Store).
+func writeBatch(db *badger.DB, fn func(set func(key, val []byte) error) error) error {
+	wb := db.NewWriteBatch()
 	defer wb.Cancel()
 	if err := fn(wb.Set); err != nil {
 		return err
@@ -435,8 +444,7 @@ func (s *Store) bulk(fn func(set func(key, val []byte) error) error) error {
 	if err := wb.Flush(); err != nil {
 		return err
 	}
-	s.commits.Add(1)
-	return s.db.Sync()
+	return db.Sync()
 }
 
 func (s *Store) runGC() {

@@ -75,17 +75,15 @@ func replaceAll(db *badger.DB, existing []kv, parts []func() ([]kv, error)) erro
 	if err == nil {
 		return nil
 	}
-	wb := db.NewWriteBatch()
-	defer wb.Cancel()
-	for _, e := range existing {
-		if werr := wb.Set(e.key, e.val); werr != nil {
-			return errors.Join(err, fmt.Errorf("writing back the store's accounts: %w", werr))
+	werr := writeBatch(db, func(set func(key, val []byte) error) error {
+		for _, e := range existing {
+			if err := set(e.key, e.val); err != nil {
+				return err
+			}
 		}
-	}
-	if werr := wb.Flush(); werr != nil {
-		return errors.Join(err, fmt.Errorf("writing back the store's accounts: %w", werr))
-	}
-	if werr := db.Sync(); werr != nil {
+		return nil
+	})
+	if werr != nil {
 		return errors.Join(err, fmt.Errorf("writing back the store's accounts: %w", werr))
 	}
 	return err
