@@ -128,9 +128,27 @@ func appendKeyH(b []byte, h Hash) []byte {
 // path that reads Badger only on a cache miss.
 //   - SyncWrites: every committed transaction is fsynced before the call
 //     returns, so an acknowledged mutation survives a crash.
-//   - MemTableSize 16 MiB (default 64), two of them: writes are rare and
-//     small; five memtables of 64 MiB would be most of the process's
-//     memory.
+//   - MemTableSize 4 MiB (default 64), two of them, and a level-0 table
+//     compacted as soon as it is written (NumLevelZeroTables 1, default
+//     5): writes are rare and small, and what the write path holds is
+//     what the process's memory swings by between flushes: the memtable's
+//     arena (about 5 MiB of Go heap), its mapped log (up to 4 MiB) and
+//     the level-0 tables waiting for compaction (mapped as they are
+//     written). With 16 MiB memtables and five level-0 tables that was up
+//     to 21 + 16 + 70 MiB, and a process that served the same load read
+//     97 MiB or 150 MiB depending on where in the cycle it stood. The
+//     cost is bulk writes through transactions (ImportKeys): Badger
+//     commits, and fsyncs, a batch every 15% of a memtable, four times as
+//     often as with 16 MiB, and compacts each level-0 table at once, so
+//     100,000 keys import at about 30,000 keys/s instead of 50,000 (see
+//     bench/RESULTS.md). Load's writer builds tables directly and does
+//     not go through memtables. A store whose
+//     memtable log was written with larger memtables is opened once with
+//     them first (settleMemtables).
+//   - ValueThreshold 15% of a memtable (default 1 MiB, which Badger refuses
+//     above its largest batch): every value of this store (records are
+//     at most a few KiB) still lives in the LSM tree, so a lookup is one
+//     read, never a value-log seek.
 //   - No compression, so no block cache: a block is read in place from
 //     the memory-mapped table, without a copy or a decompression (a
 //     Snappy block costs a 4 KiB allocation and about 3 µs to decompress
@@ -141,28 +159,34 @@ func appendKeyH(b []byte, h Hash) []byte {
 //     table's compression) until compaction rewrites them.
 //   - Bloom filters at 0.1% false positives (default 1%): a lookup checks
 //     one filter per level, and a false positive costs a block search.
-//   - ValueThreshold stays at its default (1 MiB), so every value lives in
-//     the LSM tree and a lookup is one read, never a value-log seek.
 func badgerOptions(dir string, logger *zap.Logger) badger.Options {
 	return badger.DefaultOptions(dir).
 		WithSyncWrites(true).
-		WithMemTableSize(16 << 20).
+		WithMemTableSize(memTableSize).
+		WithValueThreshold(memTableSize * 15 / 100).
 		WithNumMemtables(2).
+		WithNumLevelZeroTables(1).
 		WithCompression(options.None).
 		WithBlockCacheSize(0).
 		WithIndexCacheSize(0).
 		WithBloomFalsePositive(0.001).
 		WithNumCompactors(2).
-		WithLogger(badgerLogger{logger.Sugar()}).
-		WithLoggingLevel(badger.WARNING)
+		WithLogger(badgerLogger{logger.Sugar()})
 }
 
+// badgerLogger passes Badger's log to the store's logger: errors and
+// warnings as such, its chatty information (compactions, replays) at debug
+// level. (Badger's WithLoggingLevel would replace it with Badger's own
+// logger on standard error.)
 type badgerLogger struct{ l *zap.SugaredLogger }
 
 func (b badgerLogger) Errorf(f string, a ...any)   { b.l.Errorf("badger: "+f, a...) }
 func (b badgerLogger) Warningf(f string, a ...any) { b.l.Warnf("badger: "+f, a...) }
-func (b badgerLogger) Infof(f string, a ...any)    { b.l.Infof("badger: "+f, a...) }
+func (b badgerLogger) Infof(f string, a ...any)    { b.l.Debugf("badger: "+f, a...) }
 func (b badgerLogger) Debugf(f string, a ...any)   { b.l.Debugf("badger: "+f, a...) }
+
+// memTableSize is the size of Badger's memtables (see badgerOptions).
+const memTableSize = 4 << 20
 
 // openOptions gives the options Open uses; tests replace it to write
 // stores as earlier versions did.
@@ -174,6 +198,9 @@ func openBadger(dir string, logger *zap.Logger) (*badger.DB, error) {
 
 // openBadgerWith opens Badger with the given options (Load's differ).
 func openBadgerWith(o badger.Options) (*badger.DB, error) {
+	if err := settleMemtables(o); err != nil {
+		return nil, fmt.Errorf("opening key store at %s: %w", o.Dir, err)
+	}
 	db, err := badger.Open(o)
 	if err != nil {
 		return nil, fmt.Errorf("opening key store at %s: %w", o.Dir, err)
