@@ -142,9 +142,9 @@ func appendKeyH(b []byte, h Hash) []byte {
 //     often as with 16 MiB, and compacts each level-0 table at once, so
 //     100,000 keys import at about 30,000 keys/s instead of 50,000 (see
 //     bench/RESULTS.md). Load's writer builds tables directly and does
-//     not go through memtables. A store whose
-//     memtable log was written with larger memtables is opened once with
-//     them first (settleMemtables).
+//     not go through memtables. A store whose memtable log was written
+//     with larger memtables is opened once with them first
+//     (settleMemtables).
 //   - ValueThreshold 15% of a memtable (default 1 MiB, which Badger refuses
 //     above its largest batch): every value of this store (records are
 //     at most a few KiB) still lives in the LSM tree, so a lookup is one

@@ -506,10 +506,9 @@ func (s *Store) mutateKeyTx(id, actor string, guard Guard, change func(txn, *Key
 }
 
 // eventDeletesPerTxn bounds the audit events one transaction deletes:
-// Badger refuses a transaction of more than about 6,500 entries or 614 KiB
-// with its 4 MiB memtables (15% of a memtable; an event's delete costs
-// about 80 bytes of it), and a key changed by automation can have more
-// events.
+// Badger refuses a transaction of more than 6,553 entries or 614 KiB with
+// its 4 MiB memtables (15% of a memtable; an event's delete counts about
+// 90 bytes), and a key changed by automation can have more events.
 const eventDeletesPerTxn = 4_000
 
 // delEvents deletes up to eventDeletesPerTxn of key id's audit events and

@@ -19,8 +19,8 @@ const settleMemtableSize = 64 << 20
 // would stop the process at open. A clean close leaves no log, and a log
 // this configuration writes is 2 × MemTableSize until a replay truncates
 // it; if any other is there, the store is opened once with memtables of
-// settleMemtableSize and closed, which writes the replayed memtables to
-// level-0 tables and deletes their logs.
+// settleMemtableSize (or of the largest log's size) and closed, which
+// writes the replayed memtables to level-0 tables and deletes their logs.
 func settleMemtables(o badger.Options) error {
 	if o.InMemory || o.ReadOnly {
 		return nil
