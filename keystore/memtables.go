@@ -47,7 +47,7 @@ func settleMemtables(o badger.Options) error {
 	if o.Logger != nil {
 		o.Logger.Warningf("replaying memtable logs %v with %d MiB memtables before opening with %d MiB", logs, size>>20, o.MemTableSize>>20)
 	}
-	db, err := badger.Open(o.WithMemTableSize(size).WithValueThreshold(o.ValueThreshold))
+	db, err := badger.Open(o.WithMemTableSize(size))
 	if err != nil {
 		return err
 	}
