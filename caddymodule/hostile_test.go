@@ -355,10 +355,6 @@ func TestHostileCredentials(t *testing.T) {
 	t.Logf("%d hostile credential cases (+2 upstream checks, %d methods, %d with accept_foreign_keys)", len(cases), len(methods), len(fcases))
 }
 
-// TestHostileIdentitySpoofing: identity headers sent by the client, in any
-// case, with underscores, several times, or named in Connection (which
-// would make reverse_proxy drop the headers the proxy sets). On a pass the
-// upstream sees exactly what the proxy set; on a refusal it sees nothing.
 // TestHostileTrailers: identity headers and credentials sent as request
 // trailers (HTTP/1.1 chunked bodies) do not reach the backend, which
 // reverse_proxy forwards trailers to, whether or not the Trailer header
@@ -424,6 +420,10 @@ func identityLike(name string) string {
 	return ""
 }
 
+// TestHostileIdentitySpoofing: identity headers sent by the client, in any
+// case, with underscores, several times, or named in Connection (which
+// would make reverse_proxy drop the headers the proxy sets). On a pass the
+// upstream sees exactly what the proxy set; on a refusal it sees nothing.
 func TestHostileIdentitySpoofing(t *testing.T) {
 	e := start(t)
 	id, key := e.createKey(`{"name": "CRM sync", "type": "mcp", "scopes": ["contacts:write", "billing:read"], "rate_limit": {"unlimited": true}}`)

@@ -49,11 +49,10 @@ func stripIdentity(h http.Header) {
 // otherwise send X-Api-Key-Id as a trailer (HTTP/1.1 chunked bodies,
 // HTTP/2), or a key in a trailer that the backend would take for the
 // verified one (forward_key keeps the header that carried the key, never
-// a trailer). Go fills the trailer map when
-// the body's last chunk is read, so the names are deleted now (they are
-// then not announced in the forwarded Trailer header) and again when the
-// body reports its end. Requests without trailers (nearly all) cost a nil
-// check.
+// a trailer). Go fills the trailer map when the body's last chunk is
+// read, so the names are deleted now (they are then not announced in the
+// forwarded Trailer header) and again when the body reports its end.
+// Requests without trailers (nearly all) cost a nil check.
 func scrubTrailers(r *http.Request, keyHeader string) {
 	if r.Trailer == nil {
 		return
