@@ -181,6 +181,17 @@ func parseHandlerDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue,
 	return h.NewRoute(matcherSet, handler), nil
 }
 
+// requireOption sets the required scope from the current token, checked
+// now, so that a bad one is reported with the Caddyfile's file and line
+// (Provision would report it inside a chain of module-loading errors).
+func requireOption(d *caddyfile.Dispenser, require *string) error {
+	if _, err := keystore.ParseRequirement(d.Val()); err != nil {
+		return d.Errf("apikey: %v (a scope is resource:read, resource:write, resource:delete, or a bare resource whose access comes from the method)", err)
+	}
+	*require = d.Val()
+	return nil
+}
+
 // loneStar reports whether the directive's only argument is "*".
 func loneStar(d *caddyfile.Dispenser) bool {
 	if d.CountRemainingArgs() != 1 {
@@ -197,7 +208,9 @@ func loneStar(d *caddyfile.Dispenser) bool {
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
 	if d.NextArg() {
-		h.Require = d.Val()
+		if err := requireOption(d, &h.Require); err != nil {
+			return err
+		}
 		if d.NextArg() {
 			return d.ArgErr()
 		}
@@ -211,7 +224,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if h.Require != "" {
 				return d.Err("the required scope is already set")
 			}
-			h.Require = d.Val()
+			if err := requireOption(d, &h.Require); err != nil {
+				return err
+			}
 		case "header", "bearer":
 			if err := keySourceOption(d, &h.Header, &h.Bearer); err != nil {
 				return err

@@ -204,6 +204,19 @@ func TestAdaptDirectiveForms(t *testing.T) {
 	if out, err := adapt("{\n\tapikey {\n\t\tstorage /srv/keys\n\t}\n\tapikey {\n\t\tprefix bme_\n\t}\n}\n:19652 {\n\tapikey\n}\n"); err == nil {
 		t.Errorf("two apikey global blocks adapted:\n%s", out)
 	}
+	// An invalid scope is reported when the Caddyfile is parsed, with its
+	// file and line (it failed at provision, inside module-loading errors).
+	for _, tc := range []struct{ directive, at string }{
+		{"apikey contacts:admin", "Caddyfile:2"},
+		{"apikey Contacts", "Caddyfile:2"},
+		{"apikey /contacts* contacts:", "Caddyfile:2"},
+		{"apikey {\n\t\trequire contacts:admin\n\t}", "Caddyfile:3"},
+	} {
+		_, err := adapt(":19653 {\n\t" + tc.directive + "\n\trespond ok\n}\n")
+		if err == nil || !strings.Contains(err.Error(), tc.at) || !strings.Contains(err.Error(), "invalid scope") {
+			t.Errorf("%q: adapt error %v, want an invalid scope at %s", tc.directive, err, tc.at)
+		}
+	}
 }
 
 func TestValidKeyHeader(t *testing.T) {

@@ -178,9 +178,8 @@ var unusableKeyHeaders = [...]string{"Host", "Connection", "Keep-Alive", "Proxy-
 func (a *authenticator) authenticate(w http.ResponseWriter, r *http.Request, required keystore.Scope, needScope bool, log *zap.Logger) (keystore.Result, credentialSource, bool) {
 	cred, src, unambiguous := extractCredential(r.Header, a.header, a.bearer)
 	if !unambiguous {
-		res := keystore.Result{Outcome: keystore.MalformedKey}
-		a.refuser.refuse(w, res)
-		return res, src, false
+		a.refuser.refuseAmbiguous(w)
+		return keystore.Result{Outcome: keystore.MalformedKey}, src, false
 	}
 	b, err := a.app.backend()
 	if err != nil {
@@ -195,6 +194,10 @@ func (a *authenticator) authenticate(w http.ResponseWriter, r *http.Request, req
 		return res, src, false
 	}
 	if res.Outcome != keystore.OK {
+		if res.Key != nil {
+			repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+			setPlaceholders(repl, &res)
+		}
 		a.refuser.refuse(w, res)
 		return res, src, false
 	}

@@ -49,7 +49,8 @@ func stripIdentity(h http.Header) {
 // otherwise send X-Api-Key-Id as a trailer (HTTP/1.1 chunked bodies,
 // HTTP/2), or a key in a trailer that the backend would take for the
 // verified one (forward_key keeps the header that carried the key, never
-// a trailer). Go fills the trailer map when the body's last chunk is
+// a trailer). Names are folded as a backend might fold them (case, and _
+// and . for -): X.Api.Key.Id and X_Api_Key are removed too. Go fills the trailer map when the body's last chunk is
 // read, so the names are deleted now (they are then not announced in the
 // forwarded Trailer header) and again when the body reports its end.
 // Requests without trailers (nearly all) cost a nil check.
@@ -59,7 +60,7 @@ func scrubTrailers(r *http.Request, keyHeader string) {
 	}
 	scrub := func() {
 		for k := range r.Trailer {
-			if isIdentityName(k) || strings.EqualFold(k, keyHeader) || strings.EqualFold(k, "Authorization") {
+			if isIdentityName(k) || foldedName(k, keyHeader) || foldedName(k, "Authorization") {
 				delete(r.Trailer, k)
 			}
 		}
@@ -84,7 +85,7 @@ func (b *trailerScrubber) Read(p []byte) (int, error) {
 }
 
 // isIdentityName reports whether a header name reads as one of the identity
-// headers, ignoring case and treating _ as -.
+// headers, ignoring case and treating _ and . as -.
 func isIdentityName(name string) bool {
 	// The shortest names (X-Api-Key-Id, X-Api-Scopes) are 12 characters,
 	// the longest (X-Api-Key-Name, X-Api-Key-Type) 14.
@@ -92,22 +93,30 @@ func isIdentityName(name string) bool {
 		return false
 	}
 	for _, n := range identityHeaders {
-		if len(n) != len(name) {
-			continue
-		}
-		match := true
-		for i := 0; i < len(n) && match; i++ {
-			c := name[i]
-			if c == '_' {
-				c = '-'
-			}
-			match = lower(c) == lower(n[i])
-		}
-		if match {
+		if foldedName(name, n) {
 			return true
 		}
 	}
 	return false
+}
+
+// foldedName reports whether the header name reads as canon to a backend
+// that folds names: ASCII case ignored, and _ and . read as - (CGI and
+// WSGI servers map - to _, PHP maps . to _, so all three can meet).
+func foldedName(name, canon string) bool {
+	if len(name) != len(canon) {
+		return false
+	}
+	for i := 0; i < len(canon); i++ {
+		c := name[i]
+		if c == '_' || c == '.' {
+			c = '-'
+		}
+		if lower(c) != lower(canon[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 func lower(c byte) byte {
@@ -160,10 +169,18 @@ func setIdentity(h http.Header, repl *caddy.Replacer, res *keystore.Result) {
 	for i, name := range identityHeaders {
 		h[name] = vals[i : i+1 : i+1]
 	}
-	if repl == nil {
+	setPlaceholders(repl, res)
+}
+
+// setPlaceholders sets the identity placeholders ({http.auth.user.id} and
+// the rest) of the key res names: on a pass, and on a refusal that
+// identified the key (revoked, expired, inactive account, scope, limits),
+// so that the access log's user_id names the key that was refused.
+func setPlaceholders(repl *caddy.Replacer, res *keystore.Result) {
+	if repl == nil || res.Key == nil {
 		return
 	}
-	scopes := res.ScopeHeader
+	k, scopes := res.Key, res.ScopeHeader
 	repl.Map(func(key string) (any, bool) {
 		switch key {
 		case "http.auth.user.id":

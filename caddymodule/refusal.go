@@ -17,6 +17,9 @@ type refusal struct {
 	AccountStatus string `json:"account_status,omitempty"`
 	RequiredScope string `json:"required_scope,omitempty"`
 	RetryAfter    int    `json:"retry_after,omitempty"`
+	// LimitedBy says whose limit refused a rate_limited or quota_exceeded
+	// request: "key" or "account".
+	LimitedBy string `json:"limited_by,omitempty"`
 }
 
 // refuser writes the refusals of one key header. The bodies of the
@@ -33,6 +36,9 @@ type refuser struct {
 	missing, inval string
 	bearer         bool
 	fixed          [keystore.QuotaExceeded + 1][]byte
+	// ambiguous is the malformed_key body of a request with more than one
+	// credential.
+	ambiguous []byte
 }
 
 // fixedOutcomes are the outcomes whose refusal body is always the same.
@@ -45,6 +51,11 @@ func newRefuser(keyHeader string, bearer bool) (*refuser, error) {
 	}
 	rf.missing = rf.scheme + ` realm="api"`
 	rf.inval = rf.scheme + ` realm="api", error="invalid_token"`
+	b, err := adminapi.EncodeJSON(refusal{Error: keystore.MalformedKey.Code(), Message: "the request carries more than one API key (the key header twice, or two different keys in the key header and Authorization): send exactly one"})
+	if err != nil {
+		return nil, err
+	}
+	rf.ambiguous = b
 	for _, o := range fixedOutcomes {
 		b, err := adminapi.EncodeJSON(rf.body(keystore.Result{Outcome: o}))
 		if err != nil {
@@ -84,6 +95,13 @@ func (rf *refuser) refuse(w http.ResponseWriter, res keystore.Result) {
 	adminapi.WriteJSON(w, status, rf.body(res))
 }
 
+// refuseAmbiguous refuses a request that carries more than one credential:
+// malformed_key, with a message that says so.
+func (rf *refuser) refuseAmbiguous(w http.ResponseWriter) {
+	w.Header()["Www-Authenticate"] = []string{rf.inval}
+	adminapi.WriteJSONBody(w, http.StatusUnauthorized, rf.ambiguous)
+}
+
 // body is the JSON body of the refusal of res.
 func (rf *refuser) body(res keystore.Result) refusal {
 	body := refusal{Error: res.Outcome.Code()}
@@ -108,13 +126,28 @@ func (rf *refuser) body(res keystore.Result) refusal {
 		body.RequiredScope = res.Required.String()
 		body.Message = "this request requires the " + body.RequiredScope + " scope"
 	case keystore.RateLimited:
-		body.RetryAfter = res.RetryAfter
-		body.Message = "too many requests for this API key; retry after " + strconv.Itoa(res.RetryAfter) + " seconds"
+		body.RetryAfter, body.LimitedBy = res.RetryAfter, limitedBy(res)
+		if res.ByAccount {
+			body.Message = "too many requests for this API key's account: the account's rate limit, shared by all its keys, is used up; retry after " + strconv.Itoa(res.RetryAfter) + " seconds"
+		} else {
+			body.Message = "too many requests for this API key; retry after " + strconv.Itoa(res.RetryAfter) + " seconds"
+		}
 	case keystore.QuotaExceeded:
-		body.RetryAfter = res.RetryAfter
-		body.Message = "the usage quota of this API key or its account is used up until the period resets in " + strconv.Itoa(res.RetryAfter) + " seconds"
+		body.RetryAfter, body.LimitedBy = res.RetryAfter, limitedBy(res)
+		if res.ByAccount {
+			body.Message = "the usage quota of this API key's account, shared by all its keys, is used up until the period resets in " + strconv.Itoa(res.RetryAfter) + " seconds"
+		} else {
+			body.Message = "the usage quota of this API key is used up until the period resets in " + strconv.Itoa(res.RetryAfter) + " seconds"
+		}
 	}
 	return body
+}
+
+func limitedBy(res keystore.Result) string {
+	if res.ByAccount {
+		return "account"
+	}
+	return "key"
 }
 
 // setRateHeaders sets the IETF httpapi draft's RateLimit-Limit (the

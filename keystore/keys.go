@@ -408,11 +408,17 @@ func (s *Store) ActivateKey(id, actor string) (*Key, error) {
 
 // RegenerateKey gives a key a new string of format f, keeping its id and
 // everything else. The old string stops working at once, or with a grace
-// period at the end of it (never later than the key's expiry). A string
-// kept by an earlier grace period stops at once.
+// period at the end of it; during the grace period both strings are the
+// key (revoked, expired or active alike), and a grace period longer than
+// MaxGracePeriod ends after MaxGracePeriod. A string kept by an earlier
+// grace period stops at once.
 func (s *Store) RegenerateKey(id string, f Format, grace time.Duration, actor string) (*Key, string, error) {
 	return s.RegenerateKeyIf(id, nil, f, grace, actor)
 }
+
+// MaxGracePeriod bounds a regenerate's grace period (100 years), so that
+// its end and its hash entry's TTL stay within what the store encodes.
+const MaxGracePeriod = 100 * 365 * 24 * time.Hour
 
 // RegenerateKeyIf is RegenerateKey if guard passes.
 func (s *Store) RegenerateKeyIf(id string, guard Guard, f Format, grace time.Duration, actor string) (*Key, string, error) {
@@ -433,11 +439,11 @@ func (s *Store) RegenerateKeyIf(id string, guard Guard, f Format, grace time.Dur
 			k.PrevHash = nil
 			k.PrevUntil = time.Time{}
 		}
-		until := now.Add(grace)
-		if k.ExpiresAt != nil && k.ExpiresAt.Before(until) {
-			until = *k.ExpiresAt
-		}
-		if grace > 0 && until.After(now) {
+		// The old string stays the key's for the grace period, expiry or
+		// not: while the key is expired it answers key_expired, as the
+		// new string does (and works again if the expiry is extended).
+		until := now.Add(min(grace, MaxGracePeriod))
+		if grace > 0 {
 			old := k.Hash
 			k.PrevHash = &old
 			k.PrevUntil = until

@@ -69,6 +69,9 @@ type Result struct {
 	// RetryAfter is the whole seconds (at least 1) after which a
 	// RateLimited or QuotaExceeded request may succeed.
 	RetryAfter int
+	// ByAccount says that the account's limit, not the key's, refused a
+	// RateLimited or QuotaExceeded request.
+	ByAccount bool
 }
 
 // Verifier checks credentials of one key format against a store.
@@ -147,10 +150,11 @@ func (v *Verifier) limit(e *entry, t time.Time, res *Result) Outcome {
 		res.RetryAfter = res.Rate.RetryAfter
 		return RateLimited
 	}
-	end, ok := count(sn, t)
+	end, byAccount, ok := count(sn, t)
 	if ok {
 		return OK
 	}
+	res.ByAccount = byAccount
 	for _, b := range [2]*bucket{kb, ab} {
 		if b != nil {
 			b.refund(t)
@@ -161,12 +165,13 @@ func (v *Verifier) limit(e *entry, t time.Time, res *Result) Outcome {
 }
 
 // count counts the request against the key's quota, then the account's.
-// On refusal it returns the end of the refusing quota's period.
-func count(sn *snapshot, t time.Time) (time.Time, bool) {
+// On refusal it returns the end of the refusing quota's period, and
+// whether that quota is the account's.
+func count(sn *snapshot, t time.Time) (end time.Time, byAccount, ok bool) {
 	if sn.qc != nil {
 		ok, end := sn.qc.take(sn.quota, t)
 		if !ok {
-			return end, false
+			return end, false, false
 		}
 	}
 	if aq := sn.account.acct.Load().Quota; aq != nil {
@@ -175,10 +180,10 @@ func count(sn *snapshot, t time.Time) (time.Time, bool) {
 			if sn.qc != nil {
 				sn.qc.refund(sn.quota, t)
 			}
-			return end, false
+			return end, true, false
 		}
 	}
-	return time.Time{}, true
+	return time.Time{}, false, true
 }
 
 // allow applies the key's rate limit, then its account's; it records the
@@ -212,6 +217,7 @@ func (v *Verifier) allow(e *entry, t time.Time, res *Result) (kb, ab *bucket, ok
 			kb.refund(t)
 		}
 		res.Rate = st
+		res.ByAccount = true
 		return nil, nil, false
 	}
 	if res.Rate.Limit == 0 || st.Remaining < res.Rate.Remaining {

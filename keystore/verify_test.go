@@ -474,7 +474,9 @@ func TestVerifyRegenerateGrace(t *testing.T) {
 	verifyOutcome(t, v, fourth, "", InvalidKey)
 	verifyOutcome(t, v, fifth, "", OK)
 
-	// The grace period never outlives the key.
+	// The old string is the key's until its grace period ends: expired
+	// with the key (key_expired, as the outside review asked; it was
+	// invalid_key), then unknown.
 	at := clock.Now().Add(time.Minute)
 	if _, err := s.UpdateKey(k.ID, KeyPatch{ExpiresAt: &at}, "t"); err != nil {
 		t.Fatal(err)
@@ -486,8 +488,18 @@ func TestVerifyRegenerateGrace(t *testing.T) {
 	verifyOutcome(t, v, fifth, "", OK)
 	verifyOutcome(t, v, sixth, "", OK)
 	clock.Advance(time.Minute)
-	// At the key's expiry the old string's grace has ended, and the new
-	// string is expired.
+	verifyOutcome(t, v, fifth, "", KeyExpired)
+	verifyOutcome(t, v, sixth, "", KeyExpired)
+	// Extended again within the grace period, both strings work.
+	later := clock.Now().Add(time.Hour)
+	if _, err := s.UpdateKey(k.ID, KeyPatch{ExpiresAt: &later}, "t"); err != nil {
+		t.Fatal(err)
+	}
+	verifyOutcome(t, v, fifth, "", OK)
+	verifyOutcome(t, v, sixth, "", OK)
+	clock.Advance(time.Hour)
+	// After the grace period (and the new expiry) the old string is no
+	// longer the key's.
 	verifyOutcome(t, v, fifth, "", InvalidKey)
 	verifyOutcome(t, v, sixth, "", KeyExpired)
 
