@@ -106,4 +106,7 @@
 //     own, nor null while its own expires (403 naming the latest time; a
 //     create without one gets its own); a created or regenerated key gets
 //     its own rate_limit and quota (not an exemption); only its own type.
+//
+// An account's max_keys bounds the keys it holds, revoked ones included:
+// a create or import past it is 409 key_limit_reached and stores nothing.
 package adminapi

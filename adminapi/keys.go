@@ -46,7 +46,8 @@ func (f *keyFields) newKey(prefix string) (keystore.NewKey, error) {
 }
 
 // createKey is POST /keys. A key caller's key gets what createRule
-// gives it (its expiry, type and limits).
+// gives it (its expiry, type and limits), and every create is refused
+// beyond the account's max_keys (409 key_limit_reached).
 func (a *API) createKey(w http.ResponseWriter, r *http.Request, c Caller) error {
 	var body keyFields
 	if _, err := decodeObject(w, r, &body); err != nil {

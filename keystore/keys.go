@@ -92,6 +92,8 @@ func newKeyID() string { return uuid.Must(uuid.NewV7()).String() }
 
 // CreateKey validates nk, generates a key of format f and stores its hash.
 // It returns the record and the plaintext key, which is not kept anywhere.
+// If the account has a max_keys that the key would exceed, it stores
+// nothing and returns an error wrapping ErrKeyLimit.
 func (s *Store) CreateKey(nk NewKey, f Format, actor string) (*Key, string, error) {
 	return s.CreateKeyAs(nk, f, nil, actor)
 }
@@ -175,8 +177,9 @@ func (s *Store) CreateKeyAs(nk NewKey, f Format, by *Issuer, actor string) (*Key
 }
 
 // insertKeys stores new keys in one durable transaction, refusing a hash
-// that is already known. The accounts must exist. prepare, if not nil,
-// runs first in the transaction (and again in each retry).
+// that is already known and keys beyond an account's max_keys. The
+// accounts must exist. prepare, if not nil, runs first in the transaction
+// (and again in each retry).
 func (s *Store) insertKeys(keys []*Key, prepare func(txn) error, action, actor string) error {
 	s.acctMu.RLock()
 	defer s.acctMu.RUnlock()
@@ -185,7 +188,11 @@ func (s *Store) insertKeys(keys []*Key, prepare func(txn) error, action, actor s
 			return invalid("account", "account %q does not exist", k.Account)
 		}
 	}
-	err := s.update(func(t txn) error {
+	res, err := s.reserveKeys(keys)
+	if err != nil {
+		return err
+	}
+	err = s.update(func(t txn) error {
 		if prepare != nil {
 			if err := prepare(t); err != nil {
 				return err
@@ -204,8 +211,10 @@ func (s *Store) insertKeys(keys []*Key, prepare func(txn) error, action, actor s
 		return nil
 	})
 	if err != nil {
+		res.done(notStored)
 		return err
 	}
+	res.done(stored)
 	for _, k := range keys {
 		s.cache.invalidate(k.Hash)
 		s.indexed(k.Hash)
@@ -678,6 +687,7 @@ var errSkipped = errors.New("skipped")
 func (s *Store) deleteKeyIf(id string, cond func(*Key) bool) error {
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
+	counted := s.lockKeyCount(id) // after flushMu: see keyCount
 	var k *Key
 	var moreEvents bool // more than the transaction deleted
 	err := s.update(func(t txn) error {
@@ -713,6 +723,7 @@ func (s *Store) deleteKeyIf(id string, cond func(*Key) bool) error {
 		}
 		return t.set([]byte(pfxDeleting+id), nil) // deleteEvents finishes
 	})
+	counted(err == nil)
 	if err != nil {
 		return err
 	}
