@@ -12,6 +12,7 @@ type accountBody struct {
 	Status    string              `json:"status"`
 	RateLimit *keystore.RateLimit `json:"rate_limit"`
 	Quota     *keystore.Quota     `json:"quota"`
+	MaxKeys   *int                `json:"max_keys"`
 }
 
 // createAccount is POST /accounts. An empty name defaults to the id, an
@@ -27,6 +28,7 @@ func (a *API) createAccount(w http.ResponseWriter, r *http.Request, _ Caller) er
 		Status:    body.Status,
 		RateLimit: body.RateLimit,
 		Quota:     body.Quota,
+		MaxKeys:   body.MaxKeys,
 	})
 	if err != nil {
 		return err
@@ -65,9 +67,11 @@ type accountPatchBody struct {
 	Status    *string             `json:"status"`
 	RateLimit *keystore.RateLimit `json:"rate_limit"`
 	Quota     *keystore.Quota     `json:"quota"`
+	MaxKeys   *int                `json:"max_keys"`
 }
 
-// patchAccount is PATCH /accounts/{id}: null clears rate_limit and quota, and is
+// patchAccount is PATCH /accounts/{id}: null clears rate_limit, quota and
+// max_keys, and is
 // refused for name and status. A status change applies to the account's
 // keys from their next request.
 func (a *API) patchAccount(w http.ResponseWriter, r *http.Request, _ Caller) error {
@@ -87,6 +91,8 @@ func (a *API) patchAccount(w http.ResponseWriter, r *http.Request, _ Caller) err
 		ClearRateLimit: pr.null("rate_limit"),
 		Quota:          body.Quota,
 		ClearQuota:     pr.null("quota"),
+		MaxKeys:        body.MaxKeys,
+		ClearMaxKeys:   pr.null("max_keys"),
 	})
 	if err != nil {
 		return accountErr(err)

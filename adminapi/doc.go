@@ -100,5 +100,13 @@
 //     scope not held. Regenerating hands out a key string, so a caller
 //     cannot obtain a new string for a key more powerful than itself.
 //     Revoke and delete only take access away and need only
-//     apikeys:write and apikeys:delete.
+//     apikeys:write and apikeys:delete;
+//   - nothing outlives or outranks the caller's own key, read inside the
+//     write's transaction (see API.issuer): no expires_at later than its
+//     own, nor null while its own expires (403 naming the latest time; a
+//     create without one gets its own); a created or regenerated key gets
+//     its own rate_limit and quota (not an exemption); only its own type.
+//
+// An account's max_keys bounds the keys it holds, revoked ones included:
+// a create or import past it is 409 key_limit_reached and stores nothing.
 package adminapi

@@ -72,7 +72,7 @@ func isNotFound(err error) bool { return errors.Is(err, keystore.ErrNotFound) }
 
 // fail writes err as a JSON error: an *apiError as it is, the store's
 // errors mapped to their status (ErrNotFound 404, ErrConflict 409,
-// *keystore.InvalidError 400), anything else as a logged 500.
+// ErrKeyLimit 409 key_limit_reached, *keystore.InvalidError 400), anything else as a logged 500.
 func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var ae *apiError
 	var ie *keystore.InvalidError
@@ -82,6 +82,12 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 		ae = &apiError{Status: http.StatusBadRequest, Code: "invalid_request", Message: ie.Message, Field: ie.Field}
 	case errors.Is(err, keystore.ErrNotFound):
 		ae = notFound("not found")
+	case errors.Is(err, keystore.ErrKeyLimit):
+		ae = &apiError{
+			Status:  http.StatusConflict,
+			Code:    "key_limit_reached",
+			Message: strings.TrimSuffix(err.Error(), ": "+keystore.ErrKeyLimit.Error()),
+		}
 	case errors.Is(err, keystore.ErrConflict):
 		ae = conflict(strings.TrimSuffix(err.Error(), ": "+keystore.ErrConflict.Error()))
 	default:

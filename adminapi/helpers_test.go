@@ -158,15 +158,22 @@ func (e *env) account(id string) {
 // an apikey_admin caller.
 func (e *env) keyCaller(account string, scopes ...string) Caller {
 	e.t.Helper()
-	k, _, err := e.store.CreateKey(keystore.NewKey{Name: "manager", Account: account, Scopes: scopes}, e.fmt, "admin")
+	return e.keyCallerOf(keystore.NewKey{Name: "manager", Account: account, Scopes: scopes})
+}
+
+// keyCallerOf creates the key nk (as the operator: with its expiry, type
+// and limits) and returns it as an apikey_admin caller.
+func (e *env) keyCallerOf(nk keystore.NewKey) Caller {
+	e.t.Helper()
+	k, _, err := e.store.CreateKey(nk, e.fmt, "admin")
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	sc, err := keystore.ParseScopes(scopes)
+	sc, err := keystore.ParseScopes(k.Scopes)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	return Caller{KeyID: k.ID, Account: account, Scopes: sc}
+	return Caller{KeyID: k.ID, Account: k.Account, Scopes: sc}
 }
 
 // verify verifies a key string and returns the outcome's code.

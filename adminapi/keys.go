@@ -45,7 +45,9 @@ func (f *keyFields) newKey(prefix string) (keystore.NewKey, error) {
 	return nk, nil
 }
 
-// createKey is POST /keys.
+// createKey is POST /keys. A key caller's key gets what createRule
+// gives it (its expiry, type and limits), and every create is refused
+// beyond the account's max_keys (409 key_limit_reached).
 func (a *API) createKey(w http.ResponseWriter, r *http.Request, c Caller) error {
 	var body keyFields
 	if _, err := decodeObject(w, r, &body); err != nil {
@@ -70,7 +72,7 @@ func (a *API) createKey(w http.ResponseWriter, r *http.Request, c Caller) error 
 	if err != nil {
 		return err
 	}
-	k, plain, err := a.store.CreateKey(nk, a.format, c.Actor())
+	k, plain, err := a.store.CreateKeyAs(nk, a.format, a.issuer(c, createRule(body.Type)), c.Actor())
 	if err != nil {
 		return err
 	}
@@ -214,7 +216,7 @@ func (a *API) patchKey(w http.ResponseWriter, r *http.Request, c Caller) error {
 		WriteJSON(w, http.StatusOK, a.view(k, ""))
 		return nil
 	}
-	k, err = a.store.UpdateKeyIf(k.ID, c.changeGuard(c.canChange), p, c.Actor())
+	k, err = a.store.UpdateKeyAs(k.ID, c.changeGuard(c.canChange), a.issuer(c, patchRule(p)), p, c.Actor())
 	if err != nil {
 		return keyErr(err)
 	}
@@ -261,7 +263,7 @@ func (a *API) activateKey(w http.ResponseWriter, r *http.Request, c Caller) erro
 		return err
 	}
 	active := true
-	if k, err = a.store.UpdateKeyIf(k.ID, c.changeGuard(c.canChange), keystore.KeyPatch{Active: &active}, c.Actor()); err != nil {
+	if k, err = a.store.UpdateKeyAs(k.ID, c.changeGuard(c.canChange), a.issuer(c, nil), keystore.KeyPatch{Active: &active}, c.Actor()); err != nil {
 		return keyErr(err)
 	}
 	WriteJSON(w, http.StatusOK, a.view(k, ""))
@@ -274,7 +276,8 @@ type regenerateBody struct {
 
 // regenerateKey is POST /keys/{id}/regenerate, with an optional body
 // {"grace_period": "<Go duration>"}: the old string keeps working for that
-// long (never past the key's expiry); without it, it stops at once.
+// long (never past the key's expiry); without it, it stops at once. The
+// key keeps its expiry; a key caller's regenerate keeps to regenerateRule.
 func (a *API) regenerateKey(w http.ResponseWriter, r *http.Request, c Caller) error {
 	var body regenerateBody
 	if err := decodeOptionalObject(w, r, &body); err != nil {
@@ -295,7 +298,7 @@ func (a *API) regenerateKey(w http.ResponseWriter, r *http.Request, c Caller) er
 		}
 		grace = d
 	}
-	k, plain, err := a.store.RegenerateKeyIf(k.ID, c.changeGuard(c.canRegenerate), a.format, grace, c.Actor())
+	k, plain, err := a.store.RegenerateKeyAs(k.ID, c.changeGuard(c.canRegenerate), a.issuer(c, regenerateRule), a.format, grace, c.Actor())
 	if err != nil {
 		return keyErr(err)
 	}

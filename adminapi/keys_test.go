@@ -638,11 +638,11 @@ func TestAudit(t *testing.T) {
 	}
 	kc := e.keyCaller("default", "apikeys:write", "a:read")
 	e.clock.Add(time.Second)
-	e.mustDo(kc, req{method: "PATCH", path: "/keys/" + id, body: `{"type": "svc"}`}, http.StatusOK)
+	e.mustDo(kc, req{method: "PATCH", path: "/keys/" + id, body: `{"name": "by key"}`}, http.StatusOK)
 
 	events := e.mustDo(op, req{method: "GET", path: "/keys/" + id + "/audit"}, http.StatusOK)["events"].([]any)
 	want := []struct{ action, actor, changed string }{
-		{"updated", "key:" + kc.KeyID, "type"},
+		{"updated", "key:" + kc.KeyID, "name"},
 		{"regenerated", "admin", "hint"},
 		{"activated", "admin", "revoked_at"},
 		{"revoked", "admin", "revoked_at"},

@@ -32,6 +32,9 @@ func validateAccount(a *Account) error {
 	if err := a.Quota.Validate(); err != nil {
 		return invalid("quota", "%v", err)
 	}
+	if a.MaxKeys != nil && *a.MaxKeys < 1 {
+		return invalid("max_keys", "max_keys must be an integer of at least 1, or null for no limit")
+	}
 	return nil
 }
 
@@ -58,6 +61,7 @@ func (s *Store) CreateAccount(a Account) (*Account, error) {
 		return nil, err
 	}
 	st := newAccountState(&a, nil)
+	st.keys.counted.Store(true) // a new account holds no keys
 	s.accounts[a.ID] = st
 	s.acctIndex.Store(a.ID, st)
 	return &a, nil
@@ -101,6 +105,12 @@ type AccountPatch struct {
 	ClearRateLimit bool
 	Quota          *Quota
 	ClearQuota     bool
+	// MaxKeys sets the account's max_keys; ClearMaxKeys removes it.
+	// Lowering it below the keys the account holds is allowed: they stay,
+	// and creates and imports into the account are refused until it holds
+	// fewer.
+	MaxKeys      *int
+	ClearMaxKeys bool
 }
 
 // UpdateAccount changes an account. A status change applies to its keys'
@@ -132,6 +142,13 @@ func (s *Store) UpdateAccount(id string, p AccountPatch) (*Account, error) {
 	}
 	if p.ClearQuota {
 		a.Quota = nil
+	}
+	if p.MaxKeys != nil {
+		n := *p.MaxKeys
+		a.MaxKeys = &n
+	}
+	if p.ClearMaxKeys {
+		a.MaxKeys = nil
 	}
 	if err := validateAccount(&a); err != nil {
 		return nil, err
@@ -181,5 +198,6 @@ func (s *Store) DeleteAccount(id string) error {
 
 func accountsEqual(a, b *Account) bool {
 	return a.Name == b.Name && a.Status == b.Status &&
-		reflect.DeepEqual(a.RateLimit, b.RateLimit) && reflect.DeepEqual(a.Quota, b.Quota)
+		reflect.DeepEqual(a.RateLimit, b.RateLimit) && reflect.DeepEqual(a.Quota, b.Quota) &&
+		reflect.DeepEqual(a.MaxKeys, b.MaxKeys)
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"slices"
 	"testing"
+	"time"
 )
 
 // TestGuardRechecksAfterAConcurrentWrite: a guarded mutation whose key is
@@ -106,5 +107,82 @@ func TestGuardNilAndPassing(t *testing.T) {
 		if got, err = s.UpdateKeyIf(k.ID, g, KeyPatch{Name: &name}, "admin"); err != nil || got.Name != "n2" {
 			t.Fatalf("update with guard %v: %+v %v", g != nil, got, err)
 		}
+	}
+}
+
+// TestIssuerRereadAfterConcurrentWrite: an issuer's rule sees the issuer
+// as it is when the change commits. Here the operator shortens the
+// issuer's expiry from inside the rule's first call (after the
+// transaction read the issuer, before it commits): the commit conflicts,
+// and the retry runs the rule again on the issuer as changed and on a
+// fresh copy of the key.
+func TestIssuerRereadAfterConcurrentWrite(t *testing.T) {
+	f := DefaultFormat()
+	for _, tc := range []struct {
+		name   string
+		mutate func(s *Store, target string, by *Issuer) (*Key, error)
+	}{
+		{"create", func(s *Store, _ string, by *Issuer) (*Key, error) {
+			k, _, err := s.CreateKeyAs(NewKey{Name: "child", Scopes: []string{"a:read"}}, f, by, "key")
+			return k, err
+		}},
+		{"patch", func(s *Store, target string, by *Issuer) (*Key, error) {
+			name := "renamed"
+			return s.UpdateKeyAs(target, nil, by, KeyPatch{Name: &name}, "key")
+		}},
+		{"regenerate", func(s *Store, target string, by *Issuer) (*Key, error) {
+			k, _, err := s.RegenerateKeyAs(target, nil, by, f, time.Hour, "key")
+			return k, err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openTestStore(t)
+			far := time.Now().Add(2 * time.Hour)
+			iss, _, err := s.CreateKey(NewKey{Name: "issuer", Scopes: []string{"a:read"}, ExpiresAt: &far}, f, "admin")
+			if err != nil {
+				t.Fatal(err)
+			}
+			target, _, err := s.CreateKey(NewKey{Name: "target", Scopes: []string{"a:read"}}, f, "admin")
+			if err != nil {
+				t.Fatal(err)
+			}
+			soon := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+			var seen []time.Time
+			var asked []*time.Time // the key's expiry as each call got it
+			by := &Issuer{KeyID: iss.ID, Check: func(is, k *Key) error {
+				seen = append(seen, *is.ExpiresAt)
+				asked = append(asked, k.ExpiresAt)
+				if len(seen) == 1 {
+					if _, err := s.UpdateKey(iss.ID, KeyPatch{ExpiresAt: &soon}, "admin"); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if k.ExpiresAt == nil || k.ExpiresAt.After(*is.ExpiresAt) {
+					at := *is.ExpiresAt
+					k.ExpiresAt = &at // the rule caps the key at the issuer's expiry
+				}
+				return nil
+			}}
+			k, err := tc.mutate(s, target.ID, by)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(seen) != 2 || !seen[1].Equal(soon) {
+				t.Fatalf("the rule saw the issuer's expiry as %v, want a second call with %v", seen, soon)
+			}
+			if asked[1] != nil {
+				t.Errorf("the retry's rule got the key with expiry %v, as the first call left it, not as asked for", asked[1])
+			}
+			if k.ExpiresAt == nil || !k.ExpiresAt.Equal(soon) {
+				t.Fatalf("the key expires at %v, want the issuer's new expiry %v", k.ExpiresAt, soon)
+			}
+			if tc.name == "regenerate" && k.PrevUntil.After(soon) {
+				t.Errorf("the old string works until %v, after the key's expiry %v", k.PrevUntil, soon)
+			}
+			got, err := s.Key(k.ID)
+			if err != nil || got.ExpiresAt == nil || !got.ExpiresAt.Equal(soon) {
+				t.Fatalf("stored: %+v %v", got, err)
+			}
+		})
 	}
 }

@@ -28,7 +28,8 @@ const MaxImport = 100_000
 // is written: one invalid entry (bad fields, neither or both of key and
 // sha256, a hash already in the store or twice in the batch) refuses the
 // whole batch with an *InvalidError whose Field names its index
-// (keys[12].scopes). The plaintext of a key given as Key is hashed and
+// (keys[12].scopes). A batch that would take an account past its max_keys
+// is refused whole, with an error wrapping ErrKeyLimit. The plaintext of a key given as Key is hashed and
 // dropped; the hint shows its first and last 4 characters, or is "…"
 // when only the hash is known.
 //
@@ -72,6 +73,10 @@ func (s *Store) ImportKeys(in []ImportKey, f Format, actor string) ([]*Key, erro
 	if err != nil {
 		return nil, err
 	}
+	res, err := s.reserveKeys(keys)
+	if err != nil {
+		return nil, err
+	}
 	err = s.bulk(func(set func(key, val []byte) error) error {
 		for _, k := range keys {
 			if err := writeNewKey(set, k, ActionCreated, actor); err != nil {
@@ -80,6 +85,11 @@ func (s *Store) ImportKeys(in []ImportKey, f Format, actor string) ([]*Key, erro
 		}
 		return nil
 	})
+	if err != nil {
+		res.done(maybeStored)
+	} else {
+		res.done(stored)
+	}
 	hashes := make([]Hash, len(keys))
 	for i, k := range keys {
 		hashes[i] = k.Hash

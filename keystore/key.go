@@ -205,8 +205,11 @@ type Account struct {
 	Status    string     `json:"status"`
 	RateLimit *RateLimit `json:"rate_limit"`
 	Quota     *Quota     `json:"quota"`
-	CreatedAt time.Time  `json:"created_at"`
-	UpdatedAt time.Time  `json:"updated_at"`
+	// MaxKeys bounds the keys the account holds (revoked ones included);
+	// nil means no bound. See Store.CreateKey.
+	MaxKeys   *int      `json:"max_keys"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 var accountIDRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)

@@ -92,7 +92,53 @@ func newKeyID() string { return uuid.Must(uuid.NewV7()).String() }
 
 // CreateKey validates nk, generates a key of format f and stores its hash.
 // It returns the record and the plaintext key, which is not kept anywhere.
+// If the account has a max_keys that the key would exceed, it stores
+// nothing and returns an error wrapping ErrKeyLimit.
 func (s *Store) CreateKey(nk NewKey, f Format, actor string) (*Key, string, error) {
+	return s.CreateKeyAs(nk, f, nil, actor)
+}
+
+// An Issuer is the key on whose behalf a key is created or changed (the
+// admin API's key caller), with the rule that what it creates or changes
+// keeps to. The store reads the issuer's record inside the mutation's own
+// transaction and calls Check with it (nil if the issuer no longer
+// exists) and the key as it is about to be created, or as it is before
+// the change is applied: a check against the issuer (its expiry, its
+// limits, its type) uses the issuer as it is when the change is written,
+// not as it was when its request was authenticated. A write to the
+// issuer's record that commits meanwhile (an operator shortening its
+// expiry) makes the transaction run again, Check included, on a fresh
+// copy of the key.
+//
+// Check may change the key's expiry, type, rate limit and quota (what it
+// inherits from the issuer; the changes are part of the audit event), but
+// not its id, account or hash. Its error aborts the mutation and is
+// returned as it is.
+type Issuer struct {
+	// KeyID is the issuer's id.
+	KeyID string
+	// Check is the rule; see Issuer.
+	Check func(issuer, k *Key) error
+}
+
+// check reads the issuer in t and runs its rule on k. A nil Issuer passes.
+func (by *Issuer) check(t txn, k *Key) error {
+	if by == nil {
+		return nil
+	}
+	iss, err := t.getRecord(by.KeyID)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		iss = nil
+	case err != nil:
+		return err
+	}
+	return by.Check(iss, k)
+}
+
+// CreateKeyAs is CreateKey on behalf of an issuer, whose rule (nil: none)
+// is checked on the new key inside the transaction that stores it.
+func (s *Store) CreateKeyAs(nk NewKey, f Format, by *Issuer, actor string) (*Key, string, error) {
 	now := s.now().UTC()
 	if err := nk.validate(now); err != nil {
 		return nil, "", err
@@ -116,15 +162,25 @@ func (s *Store) CreateKey(nk NewKey, f Format, actor string) (*Key, string, erro
 		Metadata:  nk.Metadata,
 		Hash:      HashKey(plain),
 	}
-	if err := s.insertKeys([]*Key{k}, ActionCreated, actor); err != nil {
+	var prepare func(txn) error
+	if by != nil {
+		base := k.clone()
+		prepare = func(t txn) error {
+			*k = *base.clone() // each attempt starts from the key as asked for
+			return by.check(t, k)
+		}
+	}
+	if err := s.insertKeys([]*Key{k}, prepare, ActionCreated, actor); err != nil {
 		return nil, "", err
 	}
 	return k.clone(), plain, nil
 }
 
 // insertKeys stores new keys in one durable transaction, refusing a hash
-// that is already known. The accounts must exist.
-func (s *Store) insertKeys(keys []*Key, action, actor string) error {
+// that is already known and keys beyond an account's max_keys. The
+// accounts must exist. prepare, if not nil, runs first in the transaction
+// (and again in each retry).
+func (s *Store) insertKeys(keys []*Key, prepare func(txn) error, action, actor string) error {
 	s.acctMu.RLock()
 	defer s.acctMu.RUnlock()
 	for _, k := range keys {
@@ -132,7 +188,16 @@ func (s *Store) insertKeys(keys []*Key, action, actor string) error {
 			return invalid("account", "account %q does not exist", k.Account)
 		}
 	}
-	err := s.update(func(t txn) error {
+	res, err := s.reserveKeys(keys)
+	if err != nil {
+		return err
+	}
+	err = s.update(func(t txn) error {
+		if prepare != nil {
+			if err := prepare(t); err != nil {
+				return err
+			}
+		}
 		for _, k := range keys {
 			if known, err := t.exists(keyH(k.Hash)); err != nil {
 				return err
@@ -146,8 +211,10 @@ func (s *Store) insertKeys(keys []*Key, action, actor string) error {
 		return nil
 	})
 	if err != nil {
+		res.done(notStored)
 		return err
 	}
+	res.done(stored)
 	for _, k := range keys {
 		s.cache.invalidate(k.Hash)
 		s.indexed(k.Hash)
@@ -319,8 +386,15 @@ func (s *Store) UpdateKey(id string, p KeyPatch, actor string) (*Key, error) {
 
 // UpdateKeyIf is UpdateKey if guard passes.
 func (s *Store) UpdateKeyIf(id string, guard Guard, p KeyPatch, actor string) (*Key, error) {
+	return s.UpdateKeyAs(id, guard, nil, p, actor)
+}
+
+// UpdateKeyAs is UpdateKeyIf on behalf of an issuer, whose rule (nil:
+// none) is checked on the key, after guard and before p is applied, inside
+// the transaction that writes the change.
+func (s *Store) UpdateKeyAs(id string, guard Guard, by *Issuer, p KeyPatch, actor string) (*Key, error) {
 	now := s.now().UTC()
-	return s.mutateKeyTx(id, actor, guard, func(_ txn, k *Key) (string, error) {
+	return s.mutateKeyTx(id, actor, guard, by, func(_ txn, k *Key) (string, error) {
 		if p.Name != nil {
 			if err := validateName(*p.Name); err != nil {
 				return "", invalid("name", "%v", err)
@@ -422,6 +496,14 @@ const MaxGracePeriod = 100 * 365 * 24 * time.Hour
 
 // RegenerateKeyIf is RegenerateKey if guard passes.
 func (s *Store) RegenerateKeyIf(id string, guard Guard, f Format, grace time.Duration, actor string) (*Key, string, error) {
+	return s.RegenerateKeyAs(id, guard, nil, f, grace, actor)
+}
+
+// RegenerateKeyAs is RegenerateKeyIf on behalf of an issuer, whose rule
+// (nil: none) is checked on the key, after guard and before the new string
+// is set, inside the transaction that writes it: an expiry the rule sets
+// also bounds the old string's grace period.
+func (s *Store) RegenerateKeyAs(id string, guard Guard, by *Issuer, f Format, grace time.Duration, actor string) (*Key, string, error) {
 	if grace < 0 {
 		return nil, "", invalid("grace_period", "grace_period must not be negative")
 	}
@@ -431,7 +513,7 @@ func (s *Store) RegenerateKeyIf(id string, guard Guard, f Format, grace time.Dur
 	}
 	newHash := HashKey(plain)
 	now := s.now().UTC()
-	k, err := s.mutateKeyTx(id, actor, guard, func(t txn, k *Key) (string, error) {
+	k, err := s.mutateKeyTx(id, actor, guard, by, func(t txn, k *Key) (string, error) {
 		if k.PrevHash != nil {
 			if err := t.delOwnedHash(*k.PrevHash, k.ID); err != nil {
 				return "", err
@@ -465,11 +547,12 @@ func (s *Store) RegenerateKeyIf(id string, guard Guard, f Format, grace time.Dur
 }
 
 // mutateKeyTx applies change to a key in one durable transaction if guard
-// passes, records an audit event with the changes, and invalidates the
-// cache. A write that commits between this transaction's read of the key
-// and its commit makes Badger retry the whole function (update), guard
+// and the issuer's rule pass, records an audit event with the changes
+// (the rule's included), and invalidates the cache. A write that commits
+// between this transaction's read of the key (or of the issuer) and its
+// commit makes Badger retry the whole function (update), guard and rule
 // included.
-func (s *Store) mutateKeyTx(id, actor string, guard Guard, change func(txn, *Key) (string, error)) (*Key, error) {
+func (s *Store) mutateKeyTx(id, actor string, guard Guard, by *Issuer, change func(txn, *Key) (string, error)) (*Key, error) {
 	var before, after *Key
 	err := s.update(func(t txn) error {
 		k, err := t.getKey(id)
@@ -482,6 +565,9 @@ func (s *Store) mutateKeyTx(id, actor string, guard Guard, change func(txn, *Key
 			}
 		}
 		before = k.clone()
+		if err := by.check(t, k); err != nil {
+			return err
+		}
 		s.mergeLastUsed(k)
 		action, err := change(t, k)
 		if err != nil {
@@ -607,6 +693,7 @@ var errSkipped = errors.New("skipped")
 func (s *Store) deleteKeyIf(id string, cond func(*Key) bool) error {
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
+	counted := s.lockKeyCount(id) // after flushMu: see keyCount
 	var k *Key
 	var moreEvents bool // more than the transaction deleted
 	err := s.update(func(t txn) error {
@@ -642,6 +729,7 @@ func (s *Store) deleteKeyIf(id string, cond func(*Key) bool) error {
 		}
 		return t.set([]byte(pfxDeleting+id), nil) // deleteEvents finishes
 	})
+	counted(err == nil)
 	if err != nil {
 		return err
 	}

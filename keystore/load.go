@@ -19,18 +19,18 @@ import (
 // created if it does not exist; its accounts are kept.
 //
 // The entries are validated as ImportKeys validates them (all or nothing,
-// the same *InvalidError), without ImportKeys's bound on their number,
-// then written as sorted tables with Badger's StreamWriter: no write-ahead
-// log, no memtable, no compaction, which is what makes it faster than
-// ImportKeys (100,000-150,000 keys a second on 2 cores with a million keys,
-// 2.6 times ImportKeys for 100,000 keys into an empty store). The result
-// is the store ImportKeys would have written (records, hash entries,
-// account index, one created event per key by actor). The write replaces
-// the store's contents (Badger's StreamWriter starts by dropping them; the
-// accounts and markers are written back with the keys). If the write
-// fails, the accounts and markers are written back on their own, so the
-// store is as it was; a crash during the write leaves it empty, its
-// accounts gone too, to be set up and loaded again.
+// the same *InvalidError, and the accounts' max_keys: ErrKeyLimit), without
+// ImportKeys's bound on their number, then written as sorted tables with
+// Badger's StreamWriter: no write-ahead log, no memtable, no compaction,
+// which is what makes it faster than ImportKeys (100,000-150,000 keys a
+// second on 2 cores with a million keys, 2.6 times ImportKeys for 100,000
+// keys into an empty store). The result is the store ImportKeys would have
+// written (records, hash entries, account index, one created event per key
+// by actor). The write replaces the store's contents (Badger's StreamWriter
+// starts by dropping them; the accounts and markers are written back with
+// the keys). If the write fails, the accounts and markers are written back
+// on their own, so the store is as it was; a crash during the write leaves
+// it empty, its accounts gone too, to be set up and loaded again.
 func Load(opts Options, in []ImportKey, f Format, actor string) ([]*Key, error) {
 	if len(in) == 0 {
 		return nil, invalid("keys", "the load must contain at least one key")
@@ -130,6 +130,9 @@ func (s *Store) keysToLoad(in []ImportKey, f Format) ([]*Key, []hashRef, error) 
 	}
 	// The store is Load's alone: no lock needed.
 	if err := s.accountsExist(keys); err != nil {
+		return nil, nil, err
+	}
+	if err := s.checkLoadLimits(keys); err != nil {
 		return nil, nil, err
 	}
 	return keys, byHash, nil

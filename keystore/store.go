@@ -100,6 +100,7 @@ type accountState struct {
 	limit atomic.Pointer[Limit]  // the account's own limit; nil = none
 	rate  atomic.Pointer[bucket] // its bucket, created on first use
 	quota *quotaCounter          // its quota count
+	keys  keyCount               // the keys it holds, for max_keys
 }
 
 func newAccountState(a *Account, persistedQuota []byte) *accountState {
