@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
@@ -305,4 +306,114 @@ func TestCLIWithoutApikeyApp(t *testing.T) {
 	if err == nil || !strings.Contains(errOut, "(unavailable)") {
 		t.Errorf("no apikey app: %v, stderr %q", err, errOut)
 	}
+}
+
+// TestCLIUpdate: caddy apikey update changes each field PATCH /keys/{id}
+// takes, through the real admin API, and the proxy applies the change;
+// show prints the quota and its use; activate says what happened.
+func TestCLIUpdate(t *testing.T) {
+	e := start(t)
+	created := cliJSON(t, "create", "--name", "worker", "--scope", "contacts:read", "--metadata", "owner=ops", "--metadata", "team=crm")
+	id, _ := created["id"].(string)
+	key, _ := created["key"].(string)
+	proxied := func(name, method string, status int, code string) {
+		t.Helper()
+		res, body := e.do(method, siteURL+"/contacts", hdr("X-Api-Key", key), "")
+		e.expect(name, res, body, status, code, status == 200)
+	}
+	proxied("before update", "GET", 200, "")
+	proxied("no write scope", "POST", 403, "insufficient_scope")
+
+	// Name, scopes (commas and repeats), type: text output.
+	out := cliOK(t, "update", id, "--name", "worker (prod)", "--scope", "contacts:read, contacts:write", "--type", "mcp")
+	for _, want := range []string{"Updated key " + id + " (worker (prod)).\n", "Scopes:     contacts:read, contacts:write\n", "Type:       mcp\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("update: no %q in\n%s", want, out)
+		}
+	}
+	proxied("new write scope", "POST", 200, "")
+
+	// Each other field, with --json: the record after the PATCH.
+	for _, tc := range []struct {
+		args  []string
+		field string
+		want  string // the field's JSON
+	}{
+		{[]string{"--expires", "30d"}, "expires_at", `"20`},
+		{[]string{"--no-expiry"}, "expires_at", `null`},
+		{[]string{"--rate-limit", "100/1m", "--burst", "20"}, "rate_limit", `{"burst":20,"requests":100,"window":"1m"}`},
+		{[]string{"--rate-limit", "unlimited"}, "rate_limit", `{"unlimited":true}`},
+		{[]string{"--no-rate-limit"}, "rate_limit", `null`},
+		{[]string{"--quota", "1000/day"}, "quota", `{"period":"day","requests":1000}`},
+		{[]string{"--metadata", "env=prod", "--remove-metadata", "team"}, "metadata", `{"env":"prod","owner":"ops"}`},
+		{[]string{"--no-metadata", "--metadata", "only=this"}, "metadata", `{"only":"this"}`},
+		{[]string{"--no-metadata"}, "metadata", `null`},
+	} {
+		rec := cliJSON(t, append([]string{"update", id}, tc.args...)...)
+		got, _ := json.Marshal(rec[tc.field])
+		if !strings.HasPrefix(string(got), tc.want) {
+			t.Errorf("update %v: %s = %s, want %s", tc.args, tc.field, got, tc.want)
+		}
+		if rec["name"] != "worker (prod)" || rec["type"] != "mcp" {
+			t.Errorf("update %v changed other fields: %v", tc.args, rec)
+		}
+	}
+
+	// show prints the quota and its use.
+	proxied("counted against the quota", "GET", 200, "")
+	out = cliOK(t, "show", id)
+	if !regexp.MustCompile(`(?m)^Quota: +1000 per day, [1-9][0-9]* used, resets `).MatchString(out) {
+		t.Errorf("show: no quota and its use:\n%s", out)
+	}
+	if rec := cliJSON(t, "update", id, "--no-quota"); rec["quota"] != nil {
+		t.Errorf("update --no-quota: %v", rec)
+	}
+	if out := cliOK(t, "show", id); !strings.Contains(out, "\nQuota:      none\n") {
+		t.Errorf("show without a quota:\n%s", out)
+	}
+	cliFail(t, "(not_found)", "update", "no-such-key", "--name", "x")
+	cliFail(t, "nothing to update", "update", id)
+
+	// activate: already active, re-activated, then expired.
+	if out := cliOK(t, "activate", id); out != "Key "+id+" (worker (prod)) is already active.\n" {
+		t.Errorf("activate an active key: %q", out)
+	}
+	cliOK(t, "revoke", id)
+	if out := cliOK(t, "activate", id); out != "Activated key "+id+" (worker (prod)): active.\n" {
+		t.Errorf("activate a revoked key: %q", out)
+	}
+	cliOK(t, "update", id, "--expires", "1s")
+	cliOK(t, "revoke", id)
+	time.Sleep(1100 * time.Millisecond)
+	cliFail(t, "key "+id+" (worker (prod)) was activated, but it expired ", "activate", id)
+	cliFail(t, "is refused until its expiry is extended: caddy apikey update "+id+" --expires <time|duration> (such as 30d), or --no-expiry", "activate", id)
+	proxied("expired", "GET", 401, "key_expired")
+	// The command it gives works.
+	cliOK(t, "update", id, "--expires", "30d")
+	proxied("extended", "GET", 200, "")
+
+	// An account without limits: none, as the docs say.
+	out = cliOK(t, "account", "list")
+	if !regexp.MustCompile(`(?m)^default\s+Default\s+open\s+none\s+none\s+none\s`).MatchString(out) {
+		t.Errorf("account list: the default account's limits are not none:\n%s", out)
+	}
+	out = cliOK(t, "account", "update", "default", "--rate-limit", "50/1s", "--quota", "10/month")
+	for _, want := range []string{"Updated account default.\n", "Rate limit: 50 per 1s\n", "Quota:      10 per month, "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("account update: no %q in\n%s", want, out)
+		}
+	}
+	if out := cliOK(t, "account", "show", "default"); !strings.Contains(out, "Rate limit: 50 per 1s\n") || !strings.Contains(out, "Max keys:   none\n") {
+		t.Errorf("account show:\n%s", out)
+	}
+	if rec := cliJSON(t, "account", "update", "default", "--no-rate-limit", "--no-quota"); rec["rate_limit"] != nil || rec["quota"] != nil {
+		t.Errorf("account update --no-rate-limit --no-quota: %v", rec)
+	}
+}
+
+// TestCLIUnknownSubcommand: through the command registered with caddycmd,
+// an unknown subcommand fails.
+func TestCLIUnknownSubcommand(t *testing.T) {
+	cliFail(t, `unknown command "rotate" for "caddy apikey"`, "rotate", "abc")
+	cliFail(t, `unknown command "rename" for "caddy apikey account"`, "account", "rename", "x")
 }

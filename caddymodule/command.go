@@ -30,9 +30,10 @@ func init() {
 		Short: "Manages the API keys and accounts of the running Caddy",
 		Long: `
 Manages API keys and accounts through the admin endpoint of the running
-Caddy (its /apikey/ routes): create, list, show, revoke, activate,
-regenerate, delete and import keys, and create, list and suspend accounts.
-"load" is the exception: it fills a new store offline, with Caddy stopped.
+Caddy (its /apikey/ routes): create, list, show, update, revoke, activate,
+regenerate, delete and import keys, and create, list, show and update
+accounts. "load" is the exception: it fills a new store offline, with
+Caddy stopped.
 
 The admin endpoint is found as "caddy reload" finds it: --address if given;
 otherwise the admin address of the --config file (or of the Caddyfile in
@@ -46,8 +47,22 @@ A key's plaintext is printed only by create and regenerate: store it then.`,
 	})
 }
 
+// cliDocsURL is where caddy apikey is documented.
+const cliDocsURL = "https://github.com/caddy-apikey/caddy-apikey/blob/main/docs/admin-api.md#5-the-caddy-apikey-cli"
+
 // cliSetup adds the flags and subcommands of caddy apikey.
 func cliSetup(cmd *cobra.Command) {
+	// Caddy's root command ends every help text with a pointer to Caddy's
+	// command-line docs; caddy apikey and its subcommands (which inherit
+	// this template) point to this plugin's docs instead. cmd has no
+	// parent yet, so HelpTemplate is cobra's default.
+	cmd.SetHelpTemplate(cmd.HelpTemplate() + "\nFull documentation of caddy apikey is available at:\n" + cliDocsURL + "\n")
+	// Without a Run, cobra prints the help and exits 0 for an unknown
+	// subcommand (caddy apikey rotate): refuse it instead.
+	cmd.Args = cobra.ArbitraryArgs
+	cmd.RunE = cliRunE(cliNoSubcommand)
+	cmd.SuggestionsMinimumDistance = 2
+	cmd.SetFlagErrorFunc(cliFlagError)
 	pf := cmd.PersistentFlags()
 	pf.String("address", "", "Address of the admin endpoint (default: from --config, else "+caddy.DefaultAdminListen+")")
 	pf.StringP("config", "c", "", "Configuration file to read the admin address from, if --address is not used")
@@ -55,20 +70,29 @@ func cliSetup(cmd *cobra.Command) {
 	pf.Bool("json", false, "Print the admin API's JSON answer")
 
 	create := &cobra.Command{
-		Use:   "create --name <name> --scope <scope> [--scope <scope>...] [--account <id>] [--expires <time|duration>] [--type <type>]",
+		Use:   "create --name <name> --scope <scope>[,<scope>...] [--account <id>] [--expires <time|duration>] [--type <type>] [--rate-limit <n>/<window>|unlimited [--burst <n>]] [--quota <n>/day|month] [--metadata <name>=<value>...]",
 		Short: "Creates a key and prints it (the only time it is shown)",
 		Long: `Creates a key and prints it with its id. The key is shown only once.
 
+--scope is repeatable, and a value may hold several scopes separated by
+commas: --scope contacts:read,billing:read.
+
 --expires takes an RFC 3339 time (2026-12-31T23:59:59Z) or a duration from
-now (720h, 90m, or 30d for days).`,
+now (720h, 90m, or 30d for days).
+
+--rate-limit gives the key its own limit instead of the configured default:
+<requests>/<window> (100/1m, with --burst for the bucket size) or unlimited.
+--quota is <requests>/day or <requests>/month.`,
 		Args: cobra.NoArgs,
 		RunE: cliRunE(cliCreate),
 	}
 	create.Flags().String("name", "", "Name of the key (required)")
-	create.Flags().StringArray("scope", nil, "Scope granted to the key, resource:read|write|delete (required, repeatable)")
+	cliScopeFlag(create, "Scopes granted to the key, resource:read|write|delete (required; repeatable or comma-separated)")
 	create.Flags().String("account", "", "Account that owns the key (default: default)")
 	create.Flags().String("expires", "", "Expiry: an RFC 3339 time or a duration from now such as 720h or 30d")
 	create.Flags().String("type", "", "Type of the key (default: api)")
+	cliLimitFlags(create, false, "")
+	create.Flags().StringArray("metadata", nil, "Metadata entry name=value (repeatable)")
 
 	list := &cobra.Command{
 		Use:   "list [--account <id>] [--status active|revoked|expired] [--search <text>] [--limit <n>]",
@@ -96,8 +120,13 @@ now (720h, 90m, or 30d for days).`,
 	activate := &cobra.Command{
 		Use:   "activate <id>",
 		Short: "Re-activates a revoked key",
-		Args:  cobra.ExactArgs(1),
-		RunE:  cliRunE(cliKeyAction("activate", "Activated")),
+		Long: `Re-activates a revoked key. A key that is not revoked is left as it is.
+
+Activate does not change the expiry: if the key has expired, it stays
+refused, the command says how to extend the expiry (caddy apikey update
+<id> --expires ...) and the exit status is 1.`,
+		Args: cobra.ExactArgs(1),
+		RunE: cliRunE(cliActivate),
 	}
 	regenerate := &cobra.Command{
 		Use:   "regenerate <id> [--grace <duration>]",
@@ -128,10 +157,13 @@ create ("name", "scopes", "account", "expires_at", "type", ...).`,
 	account := &cobra.Command{
 		Use:   "account <command>",
 		Short: "Manages accounts",
-		Args:  cobra.NoArgs,
+		Args:  cobra.ArbitraryArgs,
+		RunE:  cliRunE(cliNoSubcommand),
+
+		SuggestionsMinimumDistance: 2,
 	}
 	accountCreate := &cobra.Command{
-		Use:   "create --id <id> [--name <name>] [--status <status>]",
+		Use:   "create --id <id> [--name <name>] [--status <status>] [--rate-limit <n>/<window>|unlimited [--burst <n>]] [--quota <n>/day|month] [--max-keys <n>]",
 		Short: "Creates an account",
 		Args:  cobra.NoArgs,
 		RunE:  cliRunE(cliAccountCreate),
@@ -139,6 +171,7 @@ create ("name", "scopes", "account", "expires_at", "type", ...).`,
 	accountCreate.Flags().String("id", "", "Account id: [a-z0-9][a-z0-9_-]{0,62} (required)")
 	accountCreate.Flags().String("name", "", "Display name")
 	accountCreate.Flags().String("status", "", "open, pending_cancel, suspended, past_due or terminated (default: open)")
+	cliAccountLimitFlags(accountCreate, false)
 	accountList := &cobra.Command{
 		Use:   "list",
 		Short: "Lists accounts",
@@ -151,9 +184,9 @@ create ("name", "scopes", "account", "expires_at", "type", ...).`,
 		Args:  cobra.ExactArgs(2),
 		RunE:  cliRunE(cliAccountSetStatus),
 	}
-	account.AddCommand(accountCreate, accountList, accountSetStatus)
+	account.AddCommand(accountCreate, accountList, cliAccountShowCommand(), cliAccountUpdateCommand(), accountSetStatus)
 
-	cmd.AddCommand(create, list, show, revoke, activate, regenerate, del, imp, cliLoadCommand(), account)
+	cmd.AddCommand(create, list, show, cliUpdateCommand(), revoke, activate, regenerate, del, imp, cliLoadCommand(), account)
 }
 
 // cli is what a subcommand runs with: where its output goes and how it
@@ -166,12 +199,15 @@ type cli struct {
 	now  func() time.Time
 }
 
+// cliNow is the commands' clock; tests replace it.
+var cliNow = time.Now
+
 // cliRunE adapts a subcommand to cobra: an error is printed on stderr as
 // "Error: ..." and makes the command fail (exit status 1 under caddy).
 func cliRunE(f func(c *cli, args []string) error) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, args []string) error {
 		jsonOut, _ := cmd.Flags().GetBool("json")
-		c := &cli{cmd: cmd, out: cmd.OutOrStdout(), json: jsonOut, now: time.Now}
+		c := &cli{cmd: cmd, out: cmd.OutOrStdout(), json: jsonOut, now: cliNow}
 		err := f(c, args)
 		if err != nil {
 			fmt.Fprintln(cmd.ErrOrStderr(), "Error:", err)
@@ -346,21 +382,120 @@ func cliString(c *cli, name string) string {
 	return s
 }
 
+// cliNoSubcommand runs for caddy apikey and caddy apikey account when no
+// subcommand matched: without arguments it prints the help; otherwise the
+// first argument is an unknown subcommand, an error.
+func cliNoSubcommand(c *cli, args []string) error {
+	if len(args) == 0 {
+		return c.cmd.Help()
+	}
+	return cliUnknownSubcommand(c.cmd, args[0])
+}
+
+// cliFlagError is the error of a flag cobra cannot parse. Flags after an
+// unknown subcommand are parsed as the flags of its parent (caddy apikey
+// crate --name x): then the unknown subcommand is the error to report.
+func cliFlagError(cmd *cobra.Command, err error) error {
+	if args := cmd.Flags().Args(); len(args) > 0 && cmd.HasAvailableSubCommands() {
+		return cliUnknownSubcommand(cmd, args[0])
+	}
+	return err
+}
+
+// cliUnknownSubcommand is the error of an unknown subcommand of cmd.
+func cliUnknownSubcommand(cmd *cobra.Command, name string) error {
+	msg := fmt.Sprintf("unknown command %q for %q", name, cmd.CommandPath())
+	if s := cmd.SuggestionsFor(name); len(s) > 0 {
+		msg += fmt.Sprintf(" (did you mean %q?)", s[0])
+	}
+	return fmt.Errorf("%s: run '%s --help' for the list of commands", msg, cmd.CommandPath())
+}
+
+// cliScopeFlag adds --scope: repeatable, each value one scope or several
+// separated by commas.
+func cliScopeFlag(cmd *cobra.Command, usage string) {
+	cmd.Flags().StringArray("scope", nil, usage)
+}
+
+// cliScopes is the scopes of --scope, split and checked.
+func cliScopes(c *cli) ([]string, error) {
+	values, _ := c.cmd.Flags().GetStringArray("scope")
+	return cliSplitScopes(values)
+}
+
+// cliLimitFlags adds --rate-limit, --burst and --quota, and with clear
+// (update) --no-rate-limit and --no-quota; noneMeans says what a record
+// without a rate limit of its own gets.
+func cliLimitFlags(cmd *cobra.Command, clear bool, noneMeans string) {
+	fs := cmd.Flags()
+	fs.String("rate-limit", "", "Own rate limit: <requests>/<window> such as 100/1m, or unlimited")
+	fs.Int("burst", 0, "Bucket size of --rate-limit <requests>/<window> (default: requests)")
+	fs.String("quota", "", "Quota: <requests>/day or <requests>/month, such as 10000/day")
+	if clear {
+		fs.Bool("no-rate-limit", false, "Remove the own rate limit: "+noneMeans)
+		fs.Bool("no-quota", false, "Remove the quota")
+	}
+}
+
+// cliLimitBody puts rate_limit and quota into a request body, from the
+// flags that were given; --no-rate-limit and --no-quota send null.
+func cliLimitBody(c *cli, body map[string]any) error {
+	fs := c.cmd.Flags()
+	clearRL, _ := fs.GetBool("no-rate-limit")
+	clearQuota, _ := fs.GetBool("no-quota")
+	switch {
+	case clearRL && (fs.Changed("rate-limit") || fs.Changed("burst")):
+		return errors.New("--no-rate-limit does not go with --rate-limit or --burst")
+	case clearRL:
+		body["rate_limit"] = nil
+	case fs.Changed("rate-limit"):
+		burst, _ := fs.GetInt("burst")
+		rl, err := cliParseRateLimit(cliString(c, "rate-limit"), burst)
+		if err != nil {
+			return err
+		}
+		body["rate_limit"] = rl
+	case fs.Changed("burst"):
+		return errors.New("--burst needs --rate-limit <requests>/<window>")
+	}
+	switch {
+	case clearQuota && fs.Changed("quota"):
+		return errors.New("--no-quota does not go with --quota")
+	case clearQuota:
+		body["quota"] = nil
+	case fs.Changed("quota"):
+		q, err := cliParseQuota(cliString(c, "quota"))
+		if err != nil {
+			return err
+		}
+		body["quota"] = q
+	}
+	return nil
+}
+
 func cliCreate(c *cli, _ []string) error {
 	name := cliString(c, "name")
-	scopes, _ := c.cmd.Flags().GetStringArray("scope")
 	if strings.TrimSpace(name) == "" {
 		return errors.New("--name is required")
+	}
+	scopes, err := cliScopes(c)
+	if err != nil {
+		return err
 	}
 	if len(scopes) == 0 {
 		return errors.New("at least one --scope is required, such as --scope contacts:read")
 	}
-	for _, s := range scopes {
-		if _, err := keystore.ParseScope(s); err != nil {
-			return fmt.Errorf("--scope %q: %v", s, err)
-		}
-	}
 	body := map[string]any{"name": name, "scopes": scopes}
+	if err := cliLimitBody(c, body); err != nil {
+		return err
+	}
+	if pairs, _ := c.cmd.Flags().GetStringArray("metadata"); len(pairs) > 0 {
+		m := map[string]string{}
+		if err := cliParseMetadata(m, pairs); err != nil {
+			return err
+		}
+		body["metadata"] = m
+	}
 	if a := cliString(c, "account"); a != "" {
 		body["account"] = a
 	}
@@ -490,7 +625,7 @@ func cliShow(c *cli, args []string) error {
 	return cliRenderKey(c.out, &k, c.now())
 }
 
-// cliKeyAction is revoke or activate.
+// cliKeyAction is revoke.
 func cliKeyAction(action, done string) func(c *cli, args []string) error {
 	return func(c *cli, args []string) error {
 		raw, err := c.call(http.MethodPost, cliKeyPath(args[0])+"/"+action, nil)
@@ -619,7 +754,7 @@ func cliAccountCreate(c *cli, _ []string) error {
 	if id == "" {
 		return errors.New("--id is required")
 	}
-	body := map[string]string{"id": id}
+	body := map[string]any{"id": id}
 	if n := cliString(c, "name"); n != "" {
 		body["name"] = n
 	}
@@ -628,6 +763,12 @@ func cliAccountCreate(c *cli, _ []string) error {
 			return err
 		}
 		body["status"] = s
+	}
+	if err := cliAccountLimitBody(c, body); err != nil {
+		return err
+	}
+	if n, ok := body["max_keys"]; ok && n == nil {
+		delete(body, "max_keys") // none is the default
 	}
 	raw, err := c.call(http.MethodPost, "/apikey/accounts", body)
 	if err != nil {
@@ -661,7 +802,7 @@ func cliAccountSetStatus(c *cli, args []string) error {
 	if err := cliCheckAccountStatus(args[1]); err != nil {
 		return err
 	}
-	raw, err := c.call(http.MethodPatch, "/apikey/accounts/"+url.PathEscape(args[0]), map[string]string{"status": args[1]})
+	raw, err := c.call(http.MethodPatch, cliAccountPath(args[0]), map[string]string{"status": args[1]})
 	if err != nil {
 		return err
 	}

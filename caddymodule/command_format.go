@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -47,8 +48,13 @@ type cliAccount struct {
 	Name      string              `json:"name"`
 	Status    string              `json:"status"`
 	RateLimit *keystore.RateLimit `json:"rate_limit"`
-	CreatedAt time.Time           `json:"created_at"`
-	UpdatedAt time.Time           `json:"updated_at"`
+	Quota     *keystore.Quota     `json:"quota"`
+	// MaxKeys bounds the number of the account's keys; nil: no bound.
+	MaxKeys       *int64     `json:"max_keys"`
+	QuotaUsed     *int64     `json:"quota_used"`
+	QuotaResetsAt *time.Time `json:"quota_resets_at"`
+	CreatedAt     time.Time  `json:"created_at"`
+	UpdatedAt     time.Time  `json:"updated_at"`
 }
 
 // cliParseExpiry turns the value of --expires into an absolute time: an
@@ -86,6 +92,92 @@ func cliParseDuration(s string) (time.Duration, error) {
 		return time.Duration(n) * 24 * time.Hour, nil
 	}
 	return time.ParseDuration(s)
+}
+
+// cliSplitScopes turns the values of --scope into scopes: a value may hold
+// several, separated by commas (--scope "contacts:read, billing:read"), and
+// spaces around each are trimmed. Each must be a valid scope.
+func cliSplitScopes(values []string) ([]string, error) {
+	var scopes []string
+	for _, v := range values {
+		for _, s := range strings.Split(v, ",") {
+			s = strings.TrimSpace(s)
+			if s == "" {
+				return nil, fmt.Errorf("--scope %q holds an empty scope: separate scopes with commas or repeat --scope", v)
+			}
+			if _, err := keystore.ParseScope(s); err != nil {
+				return nil, fmt.Errorf("--scope %q: %v", s, err)
+			}
+			scopes = append(scopes, s)
+		}
+	}
+	return scopes, nil
+}
+
+// cliParseRateLimit turns the value of --rate-limit into a rate limit:
+// "unlimited", or <requests>/<window> such as 100/1m, with burst (from
+// --burst, 0 for none) as the bucket size.
+func cliParseRateLimit(s string, burst int) (*keystore.RateLimit, error) {
+	s = strings.TrimSpace(s)
+	if s == "unlimited" {
+		if burst != 0 {
+			return nil, errors.New("--burst does not go with --rate-limit unlimited")
+		}
+		return &keystore.RateLimit{Unlimited: true}, nil
+	}
+	n, window, ok := strings.Cut(s, "/")
+	requests, err := strconv.Atoi(strings.TrimSpace(n))
+	if !ok || err != nil {
+		return nil, fmt.Errorf("--rate-limit %q is neither <requests>/<window> (100/1m) nor unlimited", s)
+	}
+	rl := &keystore.RateLimit{Requests: requests, Window: strings.TrimSpace(window), Burst: burst}
+	if err := rl.Validate(); err != nil {
+		return nil, fmt.Errorf("--rate-limit %q: %v", s, err)
+	}
+	return rl, nil
+}
+
+// cliParseQuota turns the value of --quota into a quota:
+// <requests>/<day|month>, such as 10000/day.
+func cliParseQuota(s string) (*keystore.Quota, error) {
+	n, period, ok := strings.Cut(strings.TrimSpace(s), "/")
+	requests, err := strconv.ParseInt(strings.TrimSpace(n), 10, 64)
+	if !ok || err != nil {
+		return nil, fmt.Errorf("--quota %q is not <requests>/day or <requests>/month (10000/day)", s)
+	}
+	q := &keystore.Quota{Requests: requests, Period: strings.TrimSpace(period)}
+	if err := q.Validate(); err != nil {
+		return nil, fmt.Errorf("--quota %q: %v", s, err)
+	}
+	return q, nil
+}
+
+// cliParseMetadata adds the values of --metadata, each name=value, to m.
+// A value may hold "=" and may be empty; a name may not.
+func cliParseMetadata(m map[string]string, pairs []string) error {
+	for _, p := range pairs {
+		name, value, ok := strings.Cut(p, "=")
+		if !ok || name == "" {
+			return fmt.Errorf("--metadata %q is not name=value", p)
+		}
+		m[name] = value
+	}
+	return nil
+}
+
+// cliParseMaxKeys turns the value of --max-keys into the JSON value of
+// max_keys: a whole number of at least 1, or nil (JSON null: no bound) for
+// "none" or 0.
+func cliParseMaxKeys(s string) (*int64, error) {
+	s = strings.TrimSpace(s)
+	if s == "none" || s == "0" {
+		return nil, nil
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 1 {
+		return nil, fmt.Errorf("--max-keys %q must be a whole number of at least 1, or none", s)
+	}
+	return &n, nil
 }
 
 // cliRelativeTime describes t as seen at now: "never" for nil, "just now"
@@ -187,11 +279,13 @@ func cliFormatTime(t *time.Time, now time.Time, none string) string {
 	return t.In(now.Location()).Format("2006-01-02 15:04:05 MST") + " (" + cliRelativeTime(t, now) + ")"
 }
 
-// cliFormatRateLimit describes a key's or account's own rate limit.
-func cliFormatRateLimit(rl *keystore.RateLimit) string {
+// cliFormatRateLimit describes a key's or account's own rate limit; none
+// is what nil is called: "default" for a key (the configured default
+// applies), "none" for an account (no account-wide limit).
+func cliFormatRateLimit(rl *keystore.RateLimit, none string) string {
 	switch {
 	case rl == nil:
-		return "default"
+		return none
 	case rl.Unlimited:
 		return "unlimited"
 	}
@@ -221,7 +315,8 @@ func cliRenderKey(w io.Writer, k *cliKey, now time.Time) error {
 	if k.RevokedAt != nil {
 		line("Revoked", cliFormatTime(k.RevokedAt, now, "-"))
 	}
-	line("Rate limit", cliFormatRateLimit(k.RateLimit))
+	line("Rate limit", cliFormatRateLimit(k.RateLimit, "default"))
+	line("Quota", cliFormatQuota(k.Quota, k.QuotaUsed, k.QuotaResetsAt, now))
 	if len(k.Metadata) > 0 {
 		names := make([]string, 0, len(k.Metadata))
 		for n := range k.Metadata {
@@ -239,6 +334,31 @@ func cliRenderKey(w io.Writer, k *cliKey, now time.Time) error {
 	return tw.Flush()
 }
 
+// cliFormatQuota describes a key's or account's quota and its use in the
+// current period: "1000 per day, 12 used, resets 2026-03-16 00:00:00 UTC
+// (in 12 hours)", or "none".
+func cliFormatQuota(q *keystore.Quota, used *int64, resetsAt *time.Time, now time.Time) string {
+	if q == nil {
+		return "none"
+	}
+	s := fmt.Sprintf("%d per %s", q.Requests, q.Period)
+	if used != nil {
+		s += fmt.Sprintf(", %d used", *used)
+	}
+	if resetsAt != nil {
+		s += ", resets " + cliFormatTime(resetsAt, now, "-")
+	}
+	return s
+}
+
+// cliFormatMaxKeys describes an account's bound on its number of keys.
+func cliFormatMaxKeys(n *int64) string {
+	if n == nil {
+		return "none"
+	}
+	return strconv.FormatInt(*n, 10)
+}
+
 // cliRenderNewKey writes the answer to create or regenerate: the one time the
 // plaintext key is shown.
 func cliRenderNewKey(w io.Writer, verb string, k *cliKey) error {
@@ -253,14 +373,38 @@ func cliRenderAccountTable(w io.Writer, accounts []cliAccount, now time.Time) er
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tSTATUS\tRATE LIMIT\tCREATED")
+	fmt.Fprintln(tw, "ID\tNAME\tSTATUS\tRATE LIMIT\tQUOTA\tMAX KEYS\tCREATED")
 	for _, a := range accounts {
 		created := "-"
 		if !a.CreatedAt.IsZero() {
 			created = cliRelativeTime(&a.CreatedAt, now)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", a.ID, cliOrDash(cliSafe(cliTruncate(a.Name, cliMaxNameWidth))), a.Status, cliFormatRateLimit(a.RateLimit), created)
+		quota := "none"
+		if a.Quota != nil {
+			quota = fmt.Sprintf("%d per %s", a.Quota.Requests, a.Quota.Period)
+			if a.QuotaUsed != nil {
+				quota += fmt.Sprintf(" (%d used)", *a.QuotaUsed)
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.ID, cliOrDash(cliSafe(cliTruncate(a.Name, cliMaxNameWidth))), a.Status,
+			cliFormatRateLimit(a.RateLimit, "none"), quota, cliFormatMaxKeys(a.MaxKeys), created)
 	}
+	return tw.Flush()
+}
+
+// cliRenderAccount writes one account record as aligned "Field: value"
+// lines.
+func cliRenderAccount(w io.Writer, a *cliAccount, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 8, 1, ' ', 0)
+	line := func(name, value string) { fmt.Fprintf(tw, "%s:\t%s\n", name, value) }
+	line("ID", a.ID)
+	line("Name", cliOrDash(cliSafe(a.Name)))
+	line("Status", a.Status)
+	line("Rate limit", cliFormatRateLimit(a.RateLimit, "none"))
+	line("Quota", cliFormatQuota(a.Quota, a.QuotaUsed, a.QuotaResetsAt, now))
+	line("Max keys", cliFormatMaxKeys(a.MaxKeys))
+	line("Created", cliFormatTime(&a.CreatedAt, now, "-"))
+	line("Updated", cliFormatTime(&a.UpdatedAt, now, "-"))
 	return tw.Flush()
 }
 

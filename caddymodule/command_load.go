@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -58,6 +59,9 @@ func cliLoad(c *cli, args []string) error {
 	if ie := (*keystore.InvalidError)(nil); errors.As(err, &ie) {
 		return cliEntryError(args[0], err, ie.Field)
 	}
+	if cliStoreLocked(err) {
+		return fmt.Errorf("the store at %s is in use: stop Caddy first (caddy stop), then run load again", dir)
+	}
 	if err != nil {
 		return err
 	}
@@ -110,4 +114,11 @@ func cliEntryError(file string, err error, field string) error {
 		return fmt.Errorf("%s: %v", file, err)
 	}
 	return fmt.Errorf("%s: %v (field %s)", file, err, field)
+}
+
+// cliStoreLocked reports whether err is Badger's refusal to open a store
+// that another process (a running Caddy) holds open. Badger formats the
+// lock error with %+v, so it can only be recognized by its text.
+func cliStoreLocked(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "Cannot acquire directory lock")
 }

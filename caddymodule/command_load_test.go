@@ -80,3 +80,37 @@ func TestCommandLoad(t *testing.T) {
 		}
 	}
 }
+
+// TestCommandLoadStoreInUse: load into a store that a running Caddy holds
+// open (here: the store opened by the test) says to stop Caddy first,
+// instead of Badger's lock message, and changes nothing.
+func TestCommandLoadStoreInUse(t *testing.T) {
+	dir := t.TempDir()
+	storage := filepath.Join(dir, "keys")
+	caddyfile := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(caddyfile, []byte(fmt.Sprintf("{\n\tapikey {\n\t\tstorage %s\n\t}\n}\n", storage)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	plain, err := keystore.DefaultFormat().Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "keys.json")
+	if err := os.WriteFile(file, []byte(`[{"key": "`+plain+`", "name": "k", "scopes": ["contacts:read"]}]`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := keystore.Open(keystore.Options{Dir: storage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+
+	out, errOut, err := cliTestRun("127.0.0.1:1", "load", "--config", caddyfile, file)
+	want := "Error: the store at " + storage + " is in use: stop Caddy first (caddy stop), then run load again\n"
+	if err == nil || errOut != want || out != "" {
+		t.Errorf("load into an open store: err %v, stdout %q, stderr %q; want %q", err, out, errOut, want)
+	}
+	if keys, _, err := s.ListKeys(keystore.ListQuery{Limit: 10}); err != nil || len(keys) != 0 {
+		t.Errorf("the store holds %d keys after the refused load (%v)", len(keys), err)
+	}
+}

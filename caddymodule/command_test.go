@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -145,9 +146,12 @@ func TestCommandRenderKey(t *testing.T) {
 			CreatedAt: now.Add(-49 * time.Hour), UpdatedAt: now.Add(-2 * time.Hour),
 			ExpiresAt: cliTimePtr(now.Add(72 * time.Hour)),
 			RateLimit: &keystore.RateLimit{Requests: 100, Window: "1m", Burst: 20},
+			Quota:     &keystore.Quota{Requests: 1000, Period: "day"},
 			Metadata:  map[string]string{"team": "growth", "env": "prod"},
 		},
-		Plain: "ak_secretsecretsecret",
+		QuotaUsed:     func() *int64 { n := int64(12); return &n }(),
+		QuotaResetsAt: cliTimePtr(time.Date(2026, 3, 16, 0, 0, 0, 0, time.UTC)),
+		Plain:         "ak_secretsecretsecret",
 	}
 	var buf bytes.Buffer
 	if err := cliRenderKey(&buf, &k, now); err != nil {
@@ -166,10 +170,21 @@ func TestCommandRenderKey(t *testing.T) {
 		"Expires:    2026-03-18 12:00:00 UTC (in 3 days)\n" +
 		"Last used:  never\n" +
 		"Rate limit: 100 per 1m (burst 20)\n" +
+		"Quota:      1000 per day, 12 used, resets 2026-03-16 00:00:00 UTC (in 12 hours)\n" +
 		"Metadata:   env=prod\n" +
 		"            team=growth\n"
 	if got := buf.String(); got != want {
 		t.Errorf("show:\n%s\nwant:\n%s", got, want)
+	}
+
+	// Without a quota, show says so.
+	k.Quota, k.QuotaUsed, k.QuotaResetsAt = nil, nil, nil
+	buf.Reset()
+	if err := cliRenderKey(&buf, &k, now); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), "\nQuota:      none\n") {
+		t.Errorf("show of a key without a quota:\n%s", buf.String())
 	}
 }
 
@@ -209,14 +224,16 @@ func TestCommandRenderHostileText(t *testing.T) {
 func TestCommandFormatRateLimit(t *testing.T) {
 	for _, tc := range []struct {
 		rl   *keystore.RateLimit
+		none string
 		want string
 	}{
-		{nil, "default"},
-		{&keystore.RateLimit{Unlimited: true}, "unlimited"},
-		{&keystore.RateLimit{Requests: 10, Window: "1s"}, "10 per 1s"},
-		{&keystore.RateLimit{Requests: 10, Window: "1s", Burst: 50}, "10 per 1s (burst 50)"},
+		{nil, "default", "default"},
+		{nil, "none", "none"},
+		{&keystore.RateLimit{Unlimited: true}, "none", "unlimited"},
+		{&keystore.RateLimit{Requests: 10, Window: "1s"}, "default", "10 per 1s"},
+		{&keystore.RateLimit{Requests: 10, Window: "1s", Burst: 50}, "default", "10 per 1s (burst 50)"},
 	} {
-		if got := cliFormatRateLimit(tc.rl); got != tc.want {
+		if got := cliFormatRateLimit(tc.rl, tc.none); got != tc.want {
 			t.Errorf("cliFormatRateLimit(%+v) = %q, want %q", tc.rl, got, tc.want)
 		}
 	}
@@ -225,17 +242,30 @@ func TestCommandFormatRateLimit(t *testing.T) {
 func TestCommandRenderAccountTable(t *testing.T) {
 	now := cliTestNow
 	var buf bytes.Buffer
-	err := cliRenderAccountTable(&buf, []cliAccount{
-		{ID: "default", Status: "open", CreatedAt: now.Add(-2 * time.Hour)},
-		{ID: "acme", Name: "Acme Inc", Status: "suspended", RateLimit: &keystore.RateLimit{Unlimited: true}},
-	}, now)
-	if err != nil {
+	var accounts []cliAccount
+	// As the API sends them: no limits (null, or max_keys absent), and
+	// every limit.
+	for _, raw := range []string{
+		`{"id": "default", "status": "open", "rate_limit": null, "quota": null, "created_at": "2026-03-15T10:00:00Z"}`,
+		`{"id": "acme", "name": "Acme Inc", "status": "suspended", "rate_limit": {"unlimited": true}, "max_keys": null}`,
+		`{"id": "globex", "name": "Globex", "status": "open", "rate_limit": {"requests": 50, "window": "1s"}, "quota": {"requests": 1000, "period": "month"}, "quota_used": 7, "max_keys": 25}`,
+	} {
+		var a cliAccount
+		if err := json.Unmarshal([]byte(raw), &a); err != nil {
+			t.Fatal(err)
+		}
+		accounts = append(accounts, a)
+	}
+	if err := cliRenderAccountTable(&buf, accounts, now); err != nil {
 		t.Fatal(err)
 	}
+	// An account without a rate limit has none (its keys have theirs):
+	// "none", as the docs say, not "default".
 	want := "" +
-		"ID       NAME      STATUS     RATE LIMIT  CREATED\n" +
-		"default  -         open       default     2 hours ago\n" +
-		"acme     Acme Inc  suspended  unlimited   -\n"
+		"ID       NAME      STATUS     RATE LIMIT  QUOTA                    MAX KEYS  CREATED\n" +
+		"default  -         open       none        none                     none      2 hours ago\n" +
+		"acme     Acme Inc  suspended  unlimited   none                     none      -\n" +
+		"globex   Globex    open       50 per 1s   1000 per month (7 used)  25        -\n"
 	if got := buf.String(); got != want {
 		t.Errorf("accounts:\n%s\nwant:\n%s", got, want)
 	}
@@ -306,6 +336,22 @@ func cliTestRun(addr string, args ...string) (stdout, stderr string, err error) 
 
 // cliTestRunStdin runs caddy apikey with args and stdin in-process.
 func cliTestRunStdin(addr, stdin string, args ...string) (stdout, stderr string, err error) {
+	return cliTestExec(addr, stdin, nil, args...)
+}
+
+// cliTestRunAt runs caddy apikey with args in-process, with now as the
+// commands' clock.
+func cliTestRunAt(addr string, now time.Time, args ...string) (stdout, stderr string, err error) {
+	return cliTestExec(addr, "", func() time.Time { return now }, args...)
+}
+
+// cliTestExec runs caddy apikey with args and stdin in-process; a non-nil
+// now replaces the commands' clock.
+func cliTestExec(addr, stdin string, now func() time.Time, args ...string) (stdout, stderr string, err error) {
+	if now != nil {
+		cliNow = now
+		defer func() { cliNow = time.Now }()
+	}
 	root := &cobra.Command{Use: "caddy", SilenceUsage: true}
 	cmd := &cobra.Command{Use: "apikey"}
 	cliSetup(cmd)
@@ -341,6 +387,32 @@ func TestCommandValidation(t *testing.T) {
 		{[]string{"account", "set-status", "acme", "closed"}, "account status must be"},
 		{[]string{"show"}, "accepts 1 arg(s)"},
 		{[]string{"account", "set-status", "acme"}, "accepts 2 arg(s)"},
+		{[]string{"create", "--name", "x", "--scope", "a:read,"}, "holds an empty scope: separate scopes with commas or repeat --scope"},
+		{[]string{"create", "--name", "x", "--scope", "a:read, Contacts"}, `--scope "Contacts"`},
+		{[]string{"create", "--name", "x", "--scope", "a:read", "--rate-limit", "100"}, `--rate-limit "100" is neither <requests>/<window> (100/1m) nor unlimited`},
+		{[]string{"create", "--name", "x", "--scope", "a:read", "--rate-limit", "0/1m"}, "rate_limit.requests must be at least 1"},
+		{[]string{"create", "--name", "x", "--scope", "a:read", "--rate-limit", "5/soon"}, "rate_limit.window"},
+		{[]string{"create", "--name", "x", "--scope", "a:read", "--rate-limit", "unlimited", "--burst", "5"}, "--burst does not go with --rate-limit unlimited"},
+		{[]string{"create", "--name", "x", "--scope", "a:read", "--burst", "5"}, "--burst needs --rate-limit"},
+		{[]string{"create", "--name", "x", "--scope", "a:read", "--quota", "100/week"}, "quota.period must be day or month"},
+		{[]string{"create", "--name", "x", "--scope", "a:read", "--quota", "many"}, `--quota "many" is not <requests>/day`},
+		{[]string{"create", "--name", "x", "--scope", "a:read", "--metadata", "=v"}, `--metadata "=v" is not name=value`},
+		{[]string{"update", "k1"}, "nothing to update: give at least one of --name"},
+		{[]string{"update"}, "accepts 1 arg(s)"},
+		{[]string{"update", "k1", "--name", " "}, "--name must not be empty"},
+		{[]string{"update", "k1", "--scope", ""}, "--scope must name at least one scope"},
+		{[]string{"update", "k1", "--scope", ","}, "holds an empty scope"},
+		{[]string{"update", "k1", "--expires", "30d", "--no-expiry"}, "--no-expiry does not go with --expires"},
+		{[]string{"update", "k1", "--expires", "2000-01-01T00:00:00Z"}, "in the past"},
+		{[]string{"update", "k1", "--rate-limit", "5/1s", "--no-rate-limit"}, "--no-rate-limit does not go with --rate-limit"},
+		{[]string{"update", "k1", "--quota", "5/day", "--no-quota"}, "--no-quota does not go with --quota"},
+		{[]string{"update", "k1", "--metadata", "owner"}, `--metadata "owner" is not name=value`},
+		{[]string{"update", "k1", "--metadata", "a=1", "--remove-metadata", "a"}, `--metadata and --remove-metadata both name "a"`},
+		{[]string{"account", "create", "--id", "acme", "--max-keys", "-1"}, `--max-keys "-1" must be a whole number of at least 1, or none`},
+		{[]string{"account", "update", "acme", "--max-keys", "lots"}, `--max-keys "lots" must be`},
+		{[]string{"account", "update", "acme"}, "nothing to update"},
+		{[]string{"account", "update", "acme", "--status", "closed"}, "account status must be"},
+		{[]string{"account", "show"}, "accepts 1 arg(s)"},
 	} {
 		out, errOut, err := cliTestRun(fake.addr(), tc.args...)
 		if err == nil || !strings.Contains(errOut, tc.want) {
@@ -393,7 +465,6 @@ func TestCommandRequests(t *testing.T) {
 		{[]string{"show", "k1"}, "GET /apikey/keys/k1 ", "Hint:       ak_…abcd\n"},
 		{[]string{"show", "a/b"}, "GET /apikey/keys/a%2Fb ", "ID:"},
 		{[]string{"revoke", "k1"}, "POST /apikey/keys/k1/revoke ", "Revoked key k1 (CRM): active.\n"},
-		{[]string{"activate", "k1"}, "POST /apikey/keys/k1/activate ", "Activated key k1 (CRM)"},
 		{[]string{"regenerate", "k1"}, "POST /apikey/keys/k1/regenerate ", "Regenerated key k1 (CRM)\n\n  ak_newkey\n\nStore it now: it is not shown again.\nThe old key no longer works.\n"},
 		{[]string{"regenerate", "k1", "--grace", "1d"}, `POST /apikey/keys/k1/regenerate {"grace_period":"24h0m0s"}`, "keeps working for 1d"},
 		{[]string{"regenerate", "k2", "--grace", "1h"}, `POST /apikey/keys/k2/regenerate {"grace_period":"1h0m0s"}`, "The key is revoked: it is refused until it is activated.\n"},
@@ -405,6 +476,22 @@ func TestCommandRequests(t *testing.T) {
 		{[]string{"account", "create", "--id", "acme", "--name", "Acme", "--status", "suspended"}, `POST /apikey/accounts {"id":"acme","name":"Acme","status":"suspended"}`, "Created account acme (Acme): suspended.\n"},
 		{[]string{"account", "set-status", "acme", "suspended"}, `PATCH /apikey/accounts/acme {"status":"suspended"}`, "Updated account acme (Acme): suspended.\n"},
 		{[]string{"account", "list", "--json"}, "GET /apikey/accounts ", `"id": "k1"`},
+		// --scope takes several scopes separated by commas, and repeats.
+		{
+			[]string{"create", "--name", "CRM", "--scope", "contacts:read, billing:write", "--scope", "orders:read"},
+			`POST /apikey/keys {"name":"CRM","scopes":["contacts:read","billing:write","orders:read"]}`,
+			"Created key k1 (CRM)",
+		},
+		{
+			[]string{"create", "--name", "CRM", "--scope", "a:read", "--rate-limit", "100/1m", "--burst", "20", "--quota", "10000/day", "--metadata", "owner=ops", "--metadata", "q=a=b"},
+			`POST /apikey/keys {"metadata":{"owner":"ops","q":"a=b"},"name":"CRM","quota":{"requests":10000,"period":"day"},"rate_limit":{"requests":100,"window":"1m","burst":20},"scopes":["a:read"]}`,
+			"Created key k1 (CRM)",
+		},
+		{
+			[]string{"create", "--name", "CRM", "--scope", "a:read", "--rate-limit", "unlimited"},
+			`POST /apikey/keys {"name":"CRM","rate_limit":{"unlimited":true},"scopes":["a:read"]}`,
+			"Created key k1 (CRM)",
+		},
 	} {
 		before := len(fake.requests())
 		out, errOut, err := cliTestRun(fake.addr(), tc.args...)
@@ -575,7 +662,7 @@ func TestCommandRegistered(t *testing.T) {
 	reg.CobraFunc(cmd)
 	for _, path := range [][]string{
 		{"create"}, {"list"}, {"show"}, {"revoke"}, {"activate"}, {"regenerate"}, {"delete"}, {"import"}, {"load"},
-		{"account", "create"}, {"account", "list"}, {"account", "set-status"},
+		{"update"}, {"account", "create"}, {"account", "list"}, {"account", "show"}, {"account", "update"}, {"account", "set-status"},
 	} {
 		c, rest, err := cmd.Find(path)
 		if err != nil || len(rest) != 0 || c.Name() != path[len(path)-1] {
@@ -634,5 +721,216 @@ func TestCommandAdminAddress(t *testing.T) {
 	t.Chdir(dir)
 	if got, err := cliAdminAddress("", "", "", nil); err != nil || got != "localhost:2345" {
 		t.Errorf("adjacent Caddyfile: %q, %v", got, err)
+	}
+}
+
+// TestCommandUnknownSubcommand: an unknown subcommand of caddy apikey or
+// of caddy apikey account is an error naming it (cobra printed the help
+// and exited 0), and sends nothing; without a subcommand, the help.
+func TestCommandUnknownSubcommand(t *testing.T) {
+	fake := cliNewFakeAdmin(t, func(*http.Request, string) (int, string) { return 200, `{}` })
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"rotate", "abc"}, `Error: unknown command "rotate" for "caddy apikey": run 'caddy apikey --help' for the list of commands`},
+		{[]string{"crate", "--name", "x"}, `unknown command "crate" for "caddy apikey" (did you mean "create"?)`},
+		{[]string{"account", "rename", "acme"}, `Error: unknown command "rename" for "caddy apikey account": run 'caddy apikey account --help'`},
+		{[]string{"account", "lst", "--json"}, `(did you mean "list"?)`},
+	} {
+		out, errOut, err := cliTestRun(fake.addr(), tc.args...)
+		if err == nil || !strings.Contains(errOut, tc.want) {
+			t.Errorf("%v: err %v, stderr %q; want an error containing %q", tc.args, err, errOut, tc.want)
+		}
+		if out != "" {
+			t.Errorf("%v: stdout %q", tc.args, out)
+		}
+	}
+	if reqs := fake.requests(); len(reqs) != 0 {
+		t.Errorf("unknown subcommands sent requests: %q", reqs)
+	}
+
+	for _, args := range [][]string{{}, {"account"}} {
+		out, errOut, err := cliTestRun(fake.addr(), args...)
+		if err != nil || !strings.Contains(out, "Available Commands:") || errOut != "" {
+			t.Errorf("%v: err %v, stdout %q, stderr %q; want the help", args, err, out, errOut)
+		}
+	}
+}
+
+// TestCommandHelpDocs: the help of caddy apikey and of its subcommands
+// points to this plugin's docs, not to the footer that Caddy's root
+// command gives every command's help.
+func TestCommandHelpDocs(t *testing.T) {
+	reg := caddycmd.Commands()["apikey"]
+	for _, args := range [][]string{{"apikey", "--help"}, {"apikey", "update", "--help"}, {"help", "apikey"}} {
+		root := &cobra.Command{Use: "caddy"}
+		// What caddycmd's root command does to every help text.
+		root.SetHelpTemplate(root.HelpTemplate() + "\nFull documentation is available at:\nhttps://caddyserver.com/docs/command-line\n")
+		cmd := &cobra.Command{Use: reg.Name + " " + reg.Usage, Short: reg.Short, Long: reg.Long}
+		reg.CobraFunc(cmd)
+		root.AddCommand(cmd)
+		var out bytes.Buffer
+		root.SetOut(&out)
+		root.SetArgs(args)
+		if err := root.Execute(); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		if !strings.Contains(out.String(), cliDocsURL) || strings.Contains(out.String(), "caddyserver.com/docs/command-line") {
+			t.Errorf("%v: help does not point to %s only:\n%s", args, cliDocsURL, out.String())
+		}
+	}
+}
+
+// TestCommandActivate: activate says what happened. It reads the key
+// first, since the API answers an already active key as it answers a
+// re-activated one; an expired key is an error with the command that
+// extends it.
+func TestCommandActivate(t *testing.T) {
+	rec := func(revoked, expired bool) string {
+		r, e := "null", `"2030-01-01T00:00:00Z"`
+		if revoked {
+			r = `"2026-03-15T11:00:00Z"`
+		}
+		if expired {
+			e = `"2026-03-01T00:00:00Z"`
+		}
+		return `{"id":"k1","name":"CRM","account":"default","type":"api","scopes":["a:read"],"expires_at":` + e + `,"revoked_at":` + r + `}`
+	}
+	for _, tc := range []struct {
+		name             string
+		before, after    string
+		json             bool
+		wantOut, wantErr string
+		wantReqs         int
+	}{
+		{"revoked", rec(true, false), rec(false, false), false, "Activated key k1 (CRM): active.\n", "", 2},
+		{"already active", rec(false, false), rec(false, false), false, "Key k1 (CRM) is already active.\n", "", 2},
+		{"revoked and expired", rec(true, true), rec(false, true), false, "",
+			"Error: key k1 (CRM) was activated, but it expired 2026-03-01 00:00:00 UTC (14 days ago) and is refused until its expiry is extended: caddy apikey update k1 --expires <time|duration> (such as 30d), or --no-expiry\n", 2},
+		{"expired, not revoked", rec(false, true), rec(false, true), false, "", "Error: key k1 (CRM) is not revoked, but it expired", 2},
+		{"--json", "", rec(false, false), true, `"id": "k1"`, "", 1},
+		{"--json, expired", "", rec(false, true), true, `"id": "k1"`, "Error: key k1 (CRM) was activated, but it expired", 1},
+	} {
+		fake := cliNewFakeAdmin(t, func(r *http.Request, _ string) (int, string) {
+			if r.Method == http.MethodGet {
+				return 200, tc.before
+			}
+			return 200, tc.after
+		})
+		args := []string{"activate", "k1"}
+		if tc.json {
+			args = append(args, "--json")
+		}
+		out, errOut, err := cliTestRunAt(fake.addr(), cliTestNow, args...)
+		if (err != nil) != (tc.wantErr != "") || !strings.Contains(errOut, tc.wantErr) || (tc.wantErr == "" && errOut != "") {
+			t.Errorf("%s: err %v, stderr %q; want %q", tc.name, err, errOut, tc.wantErr)
+		}
+		if !strings.Contains(out, tc.wantOut) || (tc.wantOut == "" && out != "") {
+			t.Errorf("%s: stdout %q, want %q", tc.name, out, tc.wantOut)
+		}
+		reqs := fake.requests()
+		if len(reqs) != tc.wantReqs || reqs[len(reqs)-1] != "POST /apikey/keys/k1/activate " || (tc.wantReqs == 2 && reqs[0] != "GET /apikey/keys/k1 ") {
+			t.Errorf("%s: requests %q", tc.name, reqs)
+		}
+	}
+}
+
+// TestCommandUpdate: update sends PATCH /keys/{id} with the fields of the
+// flags given and no other; metadata is read, merged and written back
+// whole (the API replaces it), unless --no-metadata starts from none.
+func TestCommandUpdate(t *testing.T) {
+	record := `{"id":"k1","name":"CRM","account":"default","type":"api","scopes":["a:read"],"status":"active","created_at":"2026-03-15T11:00:00Z","updated_at":"2026-03-15T11:00:00Z","metadata":{"owner":"ops","team":"crm"}}`
+	fake := cliNewFakeAdmin(t, func(r *http.Request, body string) (int, string) { return 200, record })
+	for _, tc := range []struct {
+		args []string
+		reqs []string
+	}{
+		{[]string{"--name", "CRM (prod)"}, []string{`PATCH /apikey/keys/k1 {"name":"CRM (prod)"}`}},
+		{[]string{"--scope", "contacts:read,billing:read", "--scope", " orders:write "}, []string{`PATCH /apikey/keys/k1 {"scopes":["contacts:read","billing:read","orders:write"]}`}},
+		{[]string{"--expires", "2030-01-01T00:00:00Z"}, []string{`PATCH /apikey/keys/k1 {"expires_at":"2030-01-01T00:00:00Z"}`}},
+		{[]string{"--no-expiry"}, []string{`PATCH /apikey/keys/k1 {"expires_at":null}`}},
+		{[]string{"--type", "mcp"}, []string{`PATCH /apikey/keys/k1 {"type":"mcp"}`}},
+		{[]string{"--rate-limit", "10/1s"}, []string{`PATCH /apikey/keys/k1 {"rate_limit":{"requests":10,"window":"1s"}}`}},
+		{[]string{"--rate-limit", "10/1s", "--burst", "30"}, []string{`PATCH /apikey/keys/k1 {"rate_limit":{"requests":10,"window":"1s","burst":30}}`}},
+		{[]string{"--rate-limit", "unlimited"}, []string{`PATCH /apikey/keys/k1 {"rate_limit":{"unlimited":true}}`}},
+		{[]string{"--no-rate-limit"}, []string{`PATCH /apikey/keys/k1 {"rate_limit":null}`}},
+		{[]string{"--quota", "500/month"}, []string{`PATCH /apikey/keys/k1 {"quota":{"requests":500,"period":"month"}}`}},
+		{[]string{"--no-quota"}, []string{`PATCH /apikey/keys/k1 {"quota":null}`}},
+		{[]string{"--metadata", "env=prod", "--remove-metadata", "team", "--remove-metadata", "absent"},
+			[]string{"GET /apikey/keys/k1 ", `PATCH /apikey/keys/k1 {"metadata":{"env":"prod","owner":"ops"}}`}},
+		{[]string{"--remove-metadata", "owner", "--remove-metadata", "team"},
+			[]string{"GET /apikey/keys/k1 ", `PATCH /apikey/keys/k1 {"metadata":null}`}},
+		{[]string{"--no-metadata"}, []string{`PATCH /apikey/keys/k1 {"metadata":null}`}},
+		{[]string{"--no-metadata", "--metadata", "env=dev"}, []string{`PATCH /apikey/keys/k1 {"metadata":{"env":"dev"}}`}},
+		{[]string{"--name", "x", "--no-expiry", "--no-quota", "--json"}, []string{`PATCH /apikey/keys/k1 {"expires_at":null,"name":"x","quota":null}`}},
+	} {
+		before := len(fake.requests())
+		out, errOut, err := cliTestRun(fake.addr(), append([]string{"update", "k1"}, tc.args...)...)
+		if err != nil {
+			t.Errorf("%v: %v, stderr %q", tc.args, err, errOut)
+			continue
+		}
+		if reqs := fake.requests()[before:]; strings.Join(reqs, "\n") != strings.Join(tc.reqs, "\n") {
+			t.Errorf("%v: requests\n%q\nwant\n%q", tc.args, reqs, tc.reqs)
+		}
+		want := "Updated key k1 (CRM).\n\nID:         k1\n"
+		if slices.Contains(tc.args, "--json") {
+			want = "{\n  \"id\": \"k1\",\n"
+		}
+		if !strings.HasPrefix(out, want) {
+			t.Errorf("%v: stdout %q, want it to start with %q", tc.args, out, want)
+		}
+	}
+}
+
+// TestCommandAccountLimits: account create and update send max_keys (null
+// to remove the bound on update, nothing on create), rate_limit and quota;
+// account show and list print them, "none" for an absent max_keys.
+func TestCommandAccountLimits(t *testing.T) {
+	account := `{"id":"acme","name":"Acme","status":"open","rate_limit":{"requests":5,"window":"1s"},"quota":{"requests":100,"period":"day"},"quota_used":3,"quota_resets_at":"2026-03-16T00:00:00Z","max_keys":25,"created_at":"2026-03-15T11:00:00Z","updated_at":"2026-03-15T11:00:00Z"}`
+	fake := cliNewFakeAdmin(t, func(r *http.Request, body string) (int, string) {
+		switch {
+		case r.URL.Path == "/apikey/accounts" && r.Method == http.MethodGet:
+			return 200, `{"accounts":[` + account + `,{"id":"default","name":"Default","status":"open","rate_limit":null,"quota":null}]}`
+		case r.URL.Path == "/apikey/accounts/plain":
+			return 200, `{"id":"plain","name":"Plain","status":"open","rate_limit":null,"quota":null}`
+		}
+		return 200, account
+	})
+	for _, tc := range []struct {
+		args    []string
+		req     string
+		wantOut string
+	}{
+		{[]string{"account", "create", "--id", "acme", "--max-keys", "25"}, `POST /apikey/accounts {"id":"acme","max_keys":25}`, "Created account acme (Acme): open.\n"},
+		{[]string{"account", "create", "--id", "acme", "--max-keys", "none", "--rate-limit", "5/1s", "--quota", "100/day"},
+			`POST /apikey/accounts {"id":"acme","quota":{"requests":100,"period":"day"},"rate_limit":{"requests":5,"window":"1s"}}`, "Created account acme"},
+		{[]string{"account", "update", "acme", "--max-keys", "10"}, `PATCH /apikey/accounts/acme {"max_keys":10}`, "Updated account acme.\n\nID:         acme\n"},
+		{[]string{"account", "update", "acme", "--max-keys", "none"}, `PATCH /apikey/accounts/acme {"max_keys":null}`, "Max keys:   25\n"},
+		{[]string{"account", "update", "acme", "--max-keys", "0"}, `PATCH /apikey/accounts/acme {"max_keys":null}`, "Updated account acme."},
+		{[]string{"account", "update", "acme", "--name", "Acme Inc", "--status", "suspended", "--no-rate-limit", "--no-quota"},
+			`PATCH /apikey/accounts/acme {"name":"Acme Inc","quota":null,"rate_limit":null,"status":"suspended"}`, "Updated account acme."},
+		{[]string{"account", "update", "acme", "--rate-limit", "unlimited", "--json"}, `PATCH /apikey/accounts/acme {"rate_limit":{"unlimited":true}}`, `"max_keys": 25`},
+		{[]string{"account", "show", "acme"}, "GET /apikey/accounts/acme ",
+			"ID:         acme\nName:       Acme\nStatus:     open\nRate limit: 5 per 1s\nQuota:      100 per day, 3 used, resets 2026-03-16 00:00:00 UTC"},
+		{[]string{"account", "show", "plain"}, "GET /apikey/accounts/plain ", "Rate limit: none\nQuota:      none\nMax keys:   none\n"},
+		{[]string{"account", "list"}, "GET /apikey/accounts ",
+			"ID       NAME     STATUS  RATE LIMIT  QUOTA                 MAX KEYS  CREATED\n" +
+				"acme     Acme     open    5 per 1s    100 per day (3 used)  25        "},
+		{[]string{"account", "list"}, "GET /apikey/accounts ", "\ndefault  Default  open    none        none                  none      -\n"},
+	} {
+		before := len(fake.requests())
+		out, errOut, err := cliTestRun(fake.addr(), tc.args...)
+		if err != nil {
+			t.Errorf("%v: %v, stderr %q", tc.args, err, errOut)
+			continue
+		}
+		if reqs := fake.requests()[before:]; len(reqs) != 1 || reqs[0] != tc.req {
+			t.Errorf("%v: requests %q, want [%q]", tc.args, reqs, tc.req)
+		}
+		if !strings.Contains(out, tc.wantOut) {
+			t.Errorf("%v: stdout %q, want it to contain %q", tc.args, out, tc.wantOut)
+		}
 	}
 }

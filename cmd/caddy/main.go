@@ -1,6 +1,6 @@
 // Command caddy is Caddy with its standard modules and caddy-apikey, as
-// "xcaddy build --with github.com/caddy-apikey/caddy-apikey/caddymodule"
-// would build it.
+// "xcaddy build --with github.com/caddy-apikey/caddy-apikey" would build
+// it.
 package main
 
 import (
@@ -8,7 +8,7 @@ import (
 
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
-	_ "github.com/caddy-apikey/caddy-apikey/caddymodule"
+	_ "github.com/caddy-apikey/caddy-apikey"
 )
 
 func main() {
