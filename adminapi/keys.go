@@ -275,9 +275,10 @@ type regenerateBody struct {
 }
 
 // regenerateKey is POST /keys/{id}/regenerate, with an optional body
-// {"grace_period": "<Go duration>"}: the old string keeps working for that
-// long (never past the key's expiry); without it, it stops at once. The
-// key keeps its expiry; a key caller's regenerate keeps to regenerateRule.
+// {"grace_period": "<Go duration>"}: the old string stays the key's for
+// that long (past the key's expiry it answers key_expired, as the new one
+// does); without it, it stops at once. The key keeps its expiry; a key
+// caller's regenerate keeps to regenerateRule.
 func (a *API) regenerateKey(w http.ResponseWriter, r *http.Request, c Caller) error {
 	var body regenerateBody
 	if err := decodeOptionalObject(w, r, &body); err != nil {

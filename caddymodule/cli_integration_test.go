@@ -417,3 +417,25 @@ func TestCLIUnknownSubcommand(t *testing.T) {
 	cliFail(t, `unknown command "rotate" for "caddy apikey"`, "rotate", "abc")
 	cliFail(t, `unknown command "rename" for "caddy apikey account"`, "account", "rename", "x")
 }
+
+// TestCLIMaxKeys: --max-keys through the real admin API (the CLI's unit
+// test checks the JSON it sends): a limited account refuses one key too
+// many with key_limit_reached, and none lifts the limit.
+func TestCLIMaxKeys(t *testing.T) {
+	start(t)
+	cliOK(t, "account", "create", "--id", "capped", "--max-keys", "1")
+	maxKeysLine := regexp.MustCompile(`(?m)^Max keys: +(\S+)$`)
+	if m := maxKeysLine.FindStringSubmatch(cliOK(t, "account", "show", "capped")); m == nil || m[1] != "1" {
+		t.Errorf("account show: Max keys %q, want 1", m)
+	}
+	cliOK(t, "create", "--name", "first", "--scope", "contacts:read", "--account", "capped")
+	cliFail(t, "key_limit_reached", "create", "--name", "second", "--scope", "contacts:read", "--account", "capped")
+	rec := cliJSON(t, "account", "update", "capped", "--max-keys", "none")
+	if v, ok := rec["max_keys"]; ok && v != nil {
+		t.Errorf("after --max-keys none: max_keys %v", v)
+	}
+	cliOK(t, "create", "--name", "second", "--scope", "contacts:read", "--account", "capped")
+	if m := maxKeysLine.FindStringSubmatch(cliOK(t, "account", "show", "capped")); m == nil || m[1] != "none" {
+		t.Errorf("account show after --max-keys none: Max keys %q, want none", m)
+	}
+}
