@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"github.com/caddy-apikey/caddy-apikey/adminapi"
 )
@@ -84,62 +85,68 @@ func (g *pathGuard) refused(w http.ResponseWriter, u *url.URL) bool {
 //     decoded path (%2F there was %252F in the request: a backend that
 //     decodes twice sees a slash);
 //   - a backslash in the decoded path (\ or %5C; %5C in the decoded path
-//     was %255C): Windows and some Java servers read it as a slash;
+//     was %255C): some servers read it as a slash;
 //   - a dot segment in the decoded path: . or .., spelled with %2E too
 //     (the decoded path still has %2E when the request had %252E), and
 //     followed by ; and anything (Tomcat-style servers drop path
 //     parameters before they resolve dot segments).
 //
 // With keepSlashes the slash and backslash checks are skipped; dot
-// segments are always refused. A clean path costs one pass over it and no
-// allocation.
+// segments are always refused. The scans look only at the bytes that
+// can start a problem (%, . and \), found with strings.IndexByte, and
+// allocate nothing.
 func checkPath(u *url.URL, keepSlashes bool) pathProblem {
-	if !keepSlashes && u.RawPath != "" {
+	p := u.Path
+	if !keepSlashes {
 		// RawPath is set only when the request's escaping differs from
 		// Go's default one; an encoded slash always makes it differ.
-		raw := u.RawPath
-		for i := 0; i+2 < len(raw); i++ {
-			if raw[i] == '%' && raw[i+1] == '2' && raw[i+2]|0x20 == 'f' {
-				return pathEncodedSlash
-			}
-		}
-	}
-	p := u.Path
-	seg := 0 // the start of the current segment
-	for i := 0; i <= len(p); i++ {
-		if i == len(p) || p[i] == '/' {
-			if i > seg && (p[seg] == '.' || p[seg] == '%') && isDotSegment(p[seg:i]) {
-				return pathDotSegment
-			}
-			seg = i + 1
-			continue
-		}
-		if keepSlashes {
-			continue
-		}
-		switch p[i] {
-		case '\\':
-			return pathBackslash
-		case '%':
-			if i+2 < len(p) {
-				switch {
-				case p[i+1] == '2' && p[i+2]|0x20 == 'f':
+		if raw := u.RawPath; raw != "" {
+			for i := strings.IndexByte(raw, '%'); i >= 0; i = nextByte(raw, i, '%') {
+				if i+2 < len(raw) && raw[i+1] == '2' && raw[i+2]|0x20 == 'f' {
 					return pathEncodedSlash
-				case p[i+1] == '5' && p[i+2]|0x20 == 'c':
-					return pathBackslash
 				}
 			}
+		}
+		if strings.IndexByte(p, '\\') >= 0 {
+			return pathBackslash
+		}
+	}
+	for i := strings.IndexByte(p, '.'); i >= 0; i = nextByte(p, i, '.') {
+		if (i == 0 || p[i-1] == '/') && isDotSegment(p[i:]) {
+			return pathDotSegment
+		}
+	}
+	for i := strings.IndexByte(p, '%'); i >= 0; i = nextByte(p, i, '%') {
+		if !keepSlashes && i+2 < len(p) {
+			switch {
+			case p[i+1] == '2' && p[i+2]|0x20 == 'f':
+				return pathEncodedSlash
+			case p[i+1] == '5' && p[i+2]|0x20 == 'c':
+				return pathBackslash
+			}
+		}
+		if (i == 0 || p[i-1] == '/') && isDotSegment(p[i:]) {
+			return pathDotSegment
 		}
 	}
 	return pathOK
 }
 
-// isDotSegment reports whether a decoded path segment is . or .., each dot
-// also spelled %2E (in any case), optionally followed by ; and path
-// parameters.
+// nextByte returns the index of the next c in s after index i, or -1.
+func nextByte(s string, i int, c byte) int {
+	j := strings.IndexByte(s[i+1:], c)
+	if j < 0 {
+		return -1
+	}
+	return i + 1 + j
+}
+
+// isDotSegment reports whether the decoded path segment at the start of s
+// (up to the next /) is . or .., each dot also spelled %2E (in any case),
+// optionally followed by ; and path parameters.
 func isDotSegment(s string) bool {
 	dots := 0
-	for i := 0; i < len(s) && s[i] != ';'; {
+	for i := 0; i < len(s) && s[i] != ';' && s[i] != '/'; {
 		switch {
 		case s[i] == '.':
 			i++

@@ -3,7 +3,10 @@ package caddymodule
 import (
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 )
 
 // TestCheckPath: the request targets the path guard refuses or passes, as
@@ -109,14 +112,78 @@ func TestPathGuard(t *testing.T) {
 	}
 }
 
-// BenchmarkCheckPath is the guard's cost on a clean path of a typical
-// length.
-func BenchmarkCheckPath(b *testing.B) {
-	u, _ := url.ParseRequestURI("/v1/contacts/01a202ff-bf60-7804-908e-585442779731/notes.json")
-	b.ReportAllocs()
-	for b.Loop() {
-		if checkPath(u, false) != pathOK {
-			b.Fatal("refused")
+// TestAdaptEscapedSlashes: escaped_slashes is checked when the Caddyfile
+// is adapted, and a wrong value is reported with its file and line.
+func TestAdaptEscapedSlashes(t *testing.T) {
+	adapt := func(mode string) (string, error) {
+		src := ":19653 {\n\tapikey contacts {\n\t\tescaped_slashes " + mode + "\n\t}\n\trespond ok\n}\n"
+		out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(src), map[string]any{"filename": "Caddyfile"})
+		return string(out), err
+	}
+	out, err := adapt("keep")
+	if err != nil || !strings.Contains(out, `"escaped_slashes":"keep"`) {
+		t.Errorf("keep: %v\n%s", err, out)
+	}
+	for _, mode := range []string{"unescape", "KEEP", "keep reject"} {
+		_, err := adapt(mode)
+		if err == nil || !strings.Contains(err.Error(), "Caddyfile:3") || !strings.Contains(err.Error(), "escaped_slashes") && !strings.Contains(err.Error(), "argument") {
+			t.Errorf("%q: %v, want an error at Caddyfile:3", mode, err)
 		}
 	}
+}
+
+// BenchmarkCheckPath is the guard's cost on clean paths of typical
+// lengths.
+func BenchmarkCheckPath(b *testing.B) {
+	for _, target := range []string{
+		"/contacts",
+		"/v1/contacts/01a202ff-bf60-7804-908e-585442779731/notes.json",
+		"/v1/files/a%20b/c%3Fd/report.v2.final.pdf",
+	} {
+		u, _ := url.ParseRequestURI(target)
+		b.Run(target, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if checkPath(u, false) != pathOK {
+					b.Fatal("refused")
+				}
+			}
+		})
+	}
+}
+
+// specPath is checkPath written from its definition, slowly: whether the
+// path is refused at all.
+func specPath(u *url.URL, keepSlashes bool) bool {
+	lower := strings.ToLower(u.Path)
+	if !keepSlashes && (strings.Contains(strings.ToLower(u.RawPath), "%2f") ||
+		strings.Contains(lower, "%2f") || strings.Contains(lower, "%5c") || strings.Contains(u.Path, `\`)) {
+		return true
+	}
+	for _, seg := range strings.Split(lower, "/") {
+		seg, _, _ = strings.Cut(seg, ";")
+		if seg = strings.ReplaceAll(seg, "%2e", "."); seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
+}
+
+// FuzzCheckPath: checkPath refuses exactly what specPath does, for any
+// request target Go's server would accept.
+func FuzzCheckPath(f *testing.F) {
+	for _, s := range []string{"/contacts", "/a/../b", "/a%2fb", "/a/%2e%2E;x/b", "/a/%252e./b", `/a\b`, "/a/..x/.b", "/%2e", "/a/%2%2ee"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, target string) {
+		u, err := url.ParseRequestURI(target)
+		if err != nil {
+			return
+		}
+		for _, keep := range []bool{false, true} {
+			if got, want := checkPath(u, keep) != pathOK, specPath(u, keep); got != want {
+				t.Fatalf("%q (path %q, raw %q), keep %v: refused %v, want %v", target, u.Path, u.RawPath, keep, got, want)
+			}
+		}
+	})
 }
