@@ -30,6 +30,11 @@ func init() {
 //	handle_path /manage/* {
 //		apikey_admin
 //	}
+//
+// As the apikey handler does by default, it refuses a path with an encoded
+// slash or backslash or a dot segment (400 invalid_path) before the key is
+// checked: no path of the API has one, and so the API routes exactly the
+// path that Caddy's matchers chose this handler for.
 type AdminHandler struct {
 	// Header is the request header that carries the caller's key.
 	// Default: X-API-Key.
@@ -39,6 +44,7 @@ type AdminHandler struct {
 	// Default: true.
 	Bearer *bool `json:"bearer,omitempty"`
 
+	paths  pathGuard
 	auth   authenticator
 	logger *zap.Logger
 }
@@ -54,6 +60,11 @@ func (AdminHandler) CaddyModule() caddy.ModuleInfo {
 // Provision attaches the handler to the apikey app.
 func (h *AdminHandler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	paths, err := newPathGuard(EscapedSlashesReject)
+	if err != nil {
+		return err
+	}
+	h.paths = paths
 	auth, err := newAuthenticator(ctx, h.Header, h.Bearer)
 	if err != nil {
 		return err
@@ -62,10 +73,13 @@ func (h *AdminHandler) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// ServeHTTP authenticates the caller, refusing exactly as the apikey
-// handler does, and serves the admin API for its account. It is a
+// ServeHTTP checks the path and authenticates the caller, refusing
+// exactly as the apikey handler does, and serves the admin API for its account. It is a
 // terminal handler: it never calls next.
 func (h *AdminHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	if h.paths.refused(w, r.URL) {
+		return nil
+	}
 	res, _, ok := h.auth.authenticate(w, r, keystore.Scope{}, false, h.logger)
 	if !ok {
 		return nil

@@ -149,6 +149,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 //		header <name>
 //		bearer on|off
 //		forward_key
+//		escaped_slashes reject|keep
 //	}
 func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	m := new(Handler)
@@ -233,6 +234,16 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "forward_key":
 			h.ForwardKey = true
+		case "escaped_slashes":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			switch d.Val() {
+			case EscapedSlashesReject, EscapedSlashesKeep:
+				h.EscapedSlashes = d.Val()
+			default:
+				return d.Errf("escaped_slashes: want %s or %s, got %s", EscapedSlashesReject, EscapedSlashesKeep, d.Val())
+			}
 		default:
 			return d.Errf("unrecognized apikey subdirective: %s", d.Val())
 		}

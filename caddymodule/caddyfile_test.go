@@ -28,6 +28,12 @@ func TestUnmarshalHandler(t *testing.T) {
 		{input: "apikey {\n header \"\"\n}", wantErr: true},
 		{input: "apikey {\n forward_key yes\n}", wantErr: true},
 		{input: "apikey {\n unknown\n}", wantErr: true},
+		{input: "apikey {\n escaped_slashes reject\n}", want: `{"escaped_slashes":"reject"}`},
+		{input: "apikey contacts {\n escaped_slashes keep\n}", want: `{"require":"contacts","escaped_slashes":"keep"}`},
+		{input: "apikey {\n escaped_slashes\n}", wantErr: true},
+		{input: "apikey {\n escaped_slashes unescape\n}", wantErr: true},
+		{input: "apikey {\n escaped_slashes Keep\n}", wantErr: true},
+		{input: "apikey {\n escaped_slashes keep reject\n}", wantErr: true},
 	} {
 		var h Handler
 		err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))

@@ -60,6 +60,8 @@ func handlerSeeds() []string {
 		"apikey *:delete",
 		"apikey {\n require contacts:write\n header X-Token\n bearer off\n forward_key\n}",
 		"apikey {\n bearer on\n}",
+		"apikey {\n escaped_slashes keep\n}",
+		"apikey {\n escaped_slashes nope\n}",
 		"apikey a b",
 		"apikey contacts {\n require billing\n}",
 		"apikey {\n bearer maybe\n}",

@@ -28,21 +28,25 @@ const DefaultKeyHeader = "X-API-Key"
 // JSON body {"error": "<code>", "message": "..."} and never reach the next
 // handler.
 //
-// The checks, in order: a key is present (401 missing_key), matches the
-// key format (401 malformed_key), is known by its SHA-256 (401
-// invalid_key), is not revoked (401 key_revoked) or expired (401
-// key_expired), its account is open or pending_cancel (403
-// account_inactive), it has the scope the route requires (403
-// insufficient_scope), and neither the key's rate limit nor its account's
-// is exceeded (429 rate_limited). Passing requests get RateLimit-Limit,
-// RateLimit-Remaining and RateLimit-Reset response headers.
+// The checks, in order: the request path is one that Caddy and the
+// backend route alike (400 invalid_path; see EscapedSlashes), a key is
+// present (401 missing_key), matches the key format (401 malformed_key),
+// is known by its SHA-256 (401 invalid_key), is not revoked (401
+// key_revoked) or expired (401 key_expired), its account is open or
+// pending_cancel (403 account_inactive), it has the scope the route
+// requires (403 insufficient_scope), and neither the key's rate limit nor
+// its account's is exceeded (429 rate_limited). Passing requests get
+// RateLimit-Limit, RateLimit-Remaining and RateLimit-Reset response
+// headers.
 type Handler struct {
 	// Require is the scope a request needs: a full scope such as
 	// contacts:read, or a bare resource such as contacts whose access
 	// comes from the method (GET, HEAD, OPTIONS read; POST, PUT, PATCH
-	// write; DELETE delete; any other method write). A granted write or
-	// delete satisfies a required read, and a granted *:<access> satisfies
-	// any resource. Empty: any valid key passes.
+	// write; DELETE delete; any other method write, except a case variant
+	// of DELETE, such as delete, which needs delete; see
+	// keystore.AccessForMethod). A granted write or delete satisfies a
+	// required read, and a granted *:<access> satisfies any resource.
+	// Empty: any valid key passes.
 	Require string `json:"require,omitempty"`
 
 	// Header is the request header that carries the key. Default:
@@ -58,6 +62,19 @@ type Handler struct {
 	// so that the backend never sees a plaintext key.
 	ForwardKey bool `json:"forward_key,omitempty"`
 
+	// EscapedSlashes is what to do with a request whose path holds an
+	// encoded slash or backslash (%2F, %5C, in any case, and their
+	// double encodings %252F, %255C; a backslash as is, too). Caddy's
+	// matchers see the decoded path, while reverse_proxy forwards the
+	// escaped one, so the backend could route the request to a path
+	// that another handle block guards. reject (the default) refuses it
+	// with 400 invalid_path, before the key is checked; keep passes it on
+	// as sent, for backends whose ids contain encoded slashes, with that
+	// risk. A dot segment (., .., also as %2E or followed by ;) is
+	// refused whatever the value.
+	EscapedSlashes string `json:"escaped_slashes,omitempty"`
+
+	paths  pathGuard
 	auth   authenticator
 	req    keystore.Requirement
 	logger *zap.Logger
@@ -71,10 +88,15 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision parses the required scope and attaches the handler to the
-// apikey app's store.
+// Provision parses the required scope and the escaped_slashes mode and
+// attaches the handler to the apikey app's store.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	paths, err := newPathGuard(h.EscapedSlashes)
+	if err != nil {
+		return err
+	}
+	h.paths = paths
 	if h.Require != "" {
 		req, err := keystore.ParseRequirement(h.Require)
 		if err != nil {
@@ -90,9 +112,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// ServeHTTP checks the request's key and, if it passes, forwards the
-// request with the key's identity.
+// ServeHTTP checks the request's path and key and, if both pass, forwards
+// the request with the key's identity. The path is checked first: its
+// refusal says nothing about the key.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if h.paths.refused(w, r.URL) {
+		return nil
+	}
 	stripIdentity(r.Header)
 	var required keystore.Scope
 	if !h.req.IsZero() {

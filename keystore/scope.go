@@ -48,11 +48,26 @@ func parseAccess(s string) (Access, bool) {
 // OPTIONS read; POST, PUT and PATCH write; DELETE deletes. Any other method
 // (TRACE, CONNECT, extension methods) needs write, the stronger of the two
 // general accesses, so an unusual method is never cheaper than a POST.
+//
+// Method names are case-sensitive (RFC 9110, section 9.1), but some
+// backends (Werkzeug, so Flask) upper-case the method before routing, and
+// reverse_proxy forwards it as sent. A case variant of a known method
+// (delete, Delete, get) therefore needs the stronger of that method's
+// access and write: a variant of DELETE needs delete, every other variant
+// write. So delete never passes with write alone, and get still fails
+// closed (it needs write, as any unknown method does). The exact methods
+// are matched first; only a method that is none of them is compared
+// without regard to case, and neither allocates.
 func AccessForMethod(method string) Access {
 	switch method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions:
 		return AccessRead
+	case http.MethodPost, http.MethodPut, http.MethodPatch:
+		return AccessWrite
 	case http.MethodDelete:
+		return AccessDelete
+	}
+	if strings.EqualFold(method, http.MethodDelete) {
 		return AccessDelete
 	}
 	return AccessWrite

@@ -323,3 +323,41 @@ func TestRequirementFor(t *testing.T) {
 		}
 	}
 }
+
+// TestAccessForMethodCase: a case variant of a known method needs at least
+// that method's access (backends such as Werkzeug upper-case the method),
+// and never less than write: delete needs delete, get still fails closed.
+func TestAccessForMethodCase(t *testing.T) {
+	for _, tc := range []struct {
+		method string
+		want   Access
+	}{
+		{"delete", AccessDelete},
+		{"Delete", AccessDelete},
+		{"dELETE", AccessDelete},
+		{"DELETe", AccessDelete},
+		{"get", AccessWrite},
+		{"Get", AccessWrite},
+		{"head", AccessWrite},
+		{"options", AccessWrite},
+		{"post", AccessWrite},
+		{"put", AccessWrite},
+		{"patch", AccessWrite},
+		{"Patch", AccessWrite},
+		{"trace", AccessWrite},
+		// Not a case variant of DELETE.
+		{"DELETES", AccessWrite},
+		{"DELET", AccessWrite},
+		{"DEL\u0130TE", AccessWrite},
+		{"delete ", AccessWrite},
+	} {
+		if got := AccessForMethod(tc.method); got != tc.want {
+			t.Errorf("AccessForMethod(%q) = %v, want %v", tc.method, got, tc.want)
+		}
+	}
+	for _, m := range []string{http.MethodGet, http.MethodDelete, "delete", "get", "PROPFIND"} {
+		if n := testing.AllocsPerRun(100, func() { AccessForMethod(m) }); n != 0 {
+			t.Errorf("AccessForMethod(%q) allocates %v times", m, n)
+		}
+	}
+}
