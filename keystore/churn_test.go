@@ -120,7 +120,7 @@ func TestChurnStorageBounded(t *testing.T) {
 	elapsed := time.Since(c.start)
 
 	// The value log is empty: its garbage collection finds nothing.
-	gcErr := s.db.RunValueLogGC(0.5)
+	gcErr := badgerDB(s).RunValueLogGC(0.5)
 	if !errors.Is(gcErr, badger.ErrNoRewrite) {
 		t.Errorf("RunValueLogGC: %v, want ErrNoRewrite (the value log should hold nothing)", gcErr)
 	}
@@ -347,7 +347,7 @@ func (c *churner) sample(s *Store) {
 	sm := churnDirSize(c.dir)
 	sm.commits = c.commits(s)
 	sm.at = time.Since(c.start)
-	for _, ti := range s.db.Tables() {
+	for _, ti := range badgerDB(s).Tables() {
 		sm.tables++
 		if ti.Level == 0 {
 			sm.l0++
@@ -360,7 +360,7 @@ func (c *churner) sample(s *Store) {
 
 func churnL0(s *Store) int {
 	n := 0
-	for _, ti := range s.db.Tables() {
+	for _, ti := range badgerDB(s).Tables() {
 		if ti.Level == 0 {
 			n++
 		}

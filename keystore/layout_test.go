@@ -12,6 +12,8 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
 	"go.uber.org/zap"
+
+	"github.com/caddy-apikey/caddy-apikey/keystore/badgerstore"
 )
 
 // rawEntries returns every Badger key (as a string) whose text contains
@@ -133,7 +135,7 @@ func TestRevokedIndex(t *testing.T) {
 	}
 
 	// A store from before the index: no r/, no marker.
-	err = s.db.Update(func(tx *badger.Txn) error {
+	err = badgerDB(s).Update(func(tx *badger.Txn) error {
 		for key := range rawEntries(t, s, pfxRevoked) {
 			if err := tx.Delete([]byte(key)); err != nil {
 				return err
@@ -261,11 +263,11 @@ func TestHashEntries(t *testing.T) {
 func TestOpensCompressedStore(t *testing.T) {
 	dir := t.TempDir()
 	f := DefaultFormat()
-	openOptions = func(dir string, l *zap.Logger) badger.Options {
-		return badgerOptions(dir, l).WithCompression(options.Snappy).WithBlockCacheSize(32 << 20)
+	eng, err := badgerstore.OpenWith(badgerstore.Options(dir, zap.NewNop()).WithCompression(options.Snappy).WithBlockCacheSize(32 << 20))
+	if err != nil {
+		t.Fatal(err)
 	}
-	s, err := Open(Options{Dir: dir})
-	openOptions = badgerOptions
+	s, err := Open(Options{Engine: eng})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,14 +276,14 @@ func TestOpensCompressedStore(t *testing.T) {
 		_, p := mustCreate(t, s, f, NewKey{})
 		plains = append(plains, p)
 	}
-	if err := s.db.Flatten(1); err != nil { // into tables, not only the memtable
+	if err := badgerDB(s).Flatten(1); err != nil { // into tables, not only the memtable
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 	s = openStoreOpts(t, Options{Dir: dir})
-	if len(s.db.Tables()) == 0 {
+	if len(badgerDB(s).Tables()) == 0 {
 		t.Fatal("no tables: the test would not read a compressed table")
 	}
 	v := &Verifier{Store: s, Format: f}

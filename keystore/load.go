@@ -9,8 +9,8 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/dgraph-io/badger/v4"
-	"go.uber.org/zap"
+	"github.com/caddy-apikey/caddy-apikey/keystore/badgerstore"
+	"github.com/caddy-apikey/caddy-apikey/keystore/kv"
 )
 
 // Load stores keys in a store that holds none yet, offline: for a
@@ -46,62 +46,24 @@ func Load(opts Options, in []ImportKey, f Format, actor string) ([]*Key, error) 
 	if err != nil {
 		return nil, err
 	}
-	db, err := openBadgerWith(loadOptions(opts.Dir, s.log))
+	eng, err := badgerstore.OpenForLoad(opts.Dir, s.log)
 	if err != nil {
 		return nil, err
 	}
-	existing, err := allEntries(db)
+	existing, err := eng.All()
 	if err == nil {
-		var streams []func() ([]kv, error)
+		var streams []func() ([]kv.Entry, error)
 		if streams, err = loadStreams(existing, keys, byHash, actor); err == nil {
-			err = replaceAll(db, existing, streams)
+			err = eng.ReplaceAll(existing, streams)
 		}
 	}
-	if cerr := db.Close(); err == nil {
+	if cerr := eng.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		return nil, fmt.Errorf("loading keys into %s: %w", opts.Dir, err)
 	}
 	return keys, nil
-}
-
-// replaceAll writes the streams' entries as the database's whole
-// contents (streamLoad). If that fails after Badger's writer dropped the
-// contents, it writes back existing, what the database held before (a
-// store without keys: its accounts and markers).
-func replaceAll(db *badger.DB, existing []kv, parts []func() ([]kv, error)) error {
-	err := streamLoad(db, parts)
-	if err == nil {
-		return nil
-	}
-	werr := writeBatch(db, func(set func(key, val []byte) error) error {
-		for _, e := range existing {
-			if err := set(e.key, e.val); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if werr != nil {
-		return errors.Join(err, fmt.Errorf("writing back the store's accounts: %w", werr))
-	}
-	return err
-}
-
-// loadTableSize is the base table size of the Badger that Load writes
-// with. Badger's StreamWriter writes to the last level, whose tables are
-// the base size times 2 for each level below the second (2 MiB times 32:
-// 64 MiB by default), and holds two table builders of twice that: 256 MiB
-// of the load's memory, about a quarter of it with a million keys. At 512
-// KiB the tables are 16 MiB (about 40 of them for a million keys) and the
-// builders 64 MiB. Only the tables of the load are that size: later opens
-// use the defaults, and compactions rewrite tables at their own sizes.
-const loadTableSize = 512 << 10
-
-// loadOptions are Open's Badger options with loadTableSize.
-func loadOptions(dir string, logger *zap.Logger) badger.Options {
-	return openOptions(dir, logger).WithBaseTableSize(loadTableSize)
 }
 
 // keysToLoad validates the entries against an open store with no keys,
@@ -154,21 +116,21 @@ const loadBatch = 8192
 // encoding the larger records. So the orders are sorted from compact
 // copies of what they compare, and the hash entries are encoded in the
 // keys' order into one buffer, which the hash order then reads from.
-func loadStreams(existing []kv, keys []*Key, byHash []hashRef, actor string) ([]func() ([]kv, error), error) {
+func loadStreams(existing []kv.Entry, keys []*Key, byHash []hashRef, actor string) ([]func() ([]kv.Entry, error), error) {
 	ours := []string{pfxAcctKey, pfxEvent, pfxHash, pfxKey}
-	groups := map[string][]kv{}
+	groups := map[string][]kv.Entry{}
 	for _, e := range existing {
-		p, _, ok := strings.Cut(string(e.key), "/")
+		p, _, ok := strings.Cut(string(e.Key), "/")
 		if !ok {
-			return nil, fmt.Errorf("unexpected entry %q in a store without keys", e.key)
+			return nil, fmt.Errorf("unexpected entry %q in a store without keys", e.Key)
 		}
 		p += "/"
 		if slices.Contains(ours, p) || p == pfxLastUsed || p == pfxRevoked {
 			return nil, fmt.Errorf("the store holds %s entries without holding keys; load fills a new store", p)
 		}
-		groups[p] = append(groups[p], e) // already sorted: allEntries reads in key order
+		groups[p] = append(groups[p], e) // already sorted: the engine's All reads in key order
 	}
-	parts := map[string]func() ([]kv, error){}
+	parts := map[string]func() ([]kv.Entry, error){}
 	for p, entries := range groups {
 		parts[p] = fixedStream(entries)
 	}
@@ -211,7 +173,7 @@ func loadStreams(existing []kv, keys []*Key, byHash []hashRef, actor string) ([]
 	})
 	// Prefixes are "<segment>/" with no "/" inside the segment, so the
 	// order of the prefixes is the order of their keys.
-	var out []func() ([]kv, error)
+	var out []func() ([]kv.Entry, error)
 	for _, p := range slices.Sorted(maps.Keys(parts)) {
 		out = append(out, parts[p])
 	}
@@ -219,8 +181,8 @@ func loadStreams(existing []kv, keys []*Key, byHash []hashRef, actor string) ([]
 }
 
 // fixedStream hands out entries already in memory.
-func fixedStream(entries []kv) func() ([]kv, error) {
-	return func() ([]kv, error) {
+func fixedStream(entries []kv.Entry) func() ([]kv.Entry, error) {
+	return func() ([]kv.Entry, error) {
 		n := min(loadBatch, len(entries))
 		batch := entries[:n]
 		entries = entries[n:]
@@ -241,13 +203,13 @@ func background(f func()) (wait func()) {
 // batchStream hands out n entries, a batch a call, after ready returns.
 // appendEntry appends entry i, its key and then its value, to b and
 // returns b and the length of b up to the key's end. A batch's entries
-// share one buffer, which the next batch reuses: streamLoad copies a
+// share one buffer, which the next batch reuses: the engine copies a
 // batch before it asks for the next.
-func batchStream(n int, ready func(), appendEntry func(b []byte, i int) ([]byte, int, error)) func() ([]kv, error) {
-	batch := make([]kv, 0, loadBatch)
+func batchStream(n int, ready func(), appendEntry func(b []byte, i int) ([]byte, int, error)) func() ([]kv.Entry, error) {
+	batch := make([]kv.Entry, 0, loadBatch)
 	var buf []byte
 	next := 0
-	return func() ([]kv, error) {
+	return func() ([]kv.Entry, error) {
 		if next == 0 {
 			ready()
 		}
@@ -260,7 +222,7 @@ func batchStream(n int, ready func(), appendEntry func(b []byte, i int) ([]byte,
 				return nil, err
 			}
 			// A buffer that grows moves; the entries before keep the old one.
-			batch = append(batch, kv{buf[start:keyEnd:keyEnd], buf[keyEnd:len(buf):len(buf)]})
+			batch = append(batch, kv.Entry{Key: buf[start:keyEnd:keyEnd], Val: buf[keyEnd:len(buf):len(buf)]})
 		}
 		return batch, nil
 	}

@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/caddy-apikey/caddy-apikey/keystore/badgerstore"
+	"github.com/caddy-apikey/caddy-apikey/keystore/kv"
 )
 
 // TestLoad: a new store loaded offline holds what ImportKeys would have
@@ -247,21 +250,21 @@ func BenchmarkLoad(b *testing.B) {
 func TestReplaceAllRestoresOnFailure(t *testing.T) {
 	dir := t.TempDir()
 	withAccount(t, dir, "acme")
-	db, err := openBadgerWith(loadOptions(dir, zap.NewNop()))
+	eng, err := badgerstore.OpenForLoad(dir, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	existing, err := allEntries(db)
+	existing, err := eng.All()
 	if err != nil {
 		t.Fatal(err)
 	}
 	broken := errors.New("the disk is full")
-	failing := func() ([]kv, error) { return nil, broken }
-	err = replaceAll(db, existing, []func() ([]kv, error){fixedStream(existing), failing})
+	failing := func() ([]kv.Entry, error) { return nil, broken }
+	err = eng.ReplaceAll(existing, []func() ([]kv.Entry, error){fixedStream(existing), failing})
 	if !errors.Is(err, broken) {
-		t.Fatalf("replaceAll: %v, want the stream's error", err)
+		t.Fatalf("ReplaceAll: %v, want the stream's error", err)
 	}
-	if err := db.Close(); err != nil {
+	if err := eng.Close(); err != nil {
 		t.Fatal(err)
 	}
 	s := openStoreOpts(t, Options{Dir: dir})

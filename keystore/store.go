@@ -7,8 +7,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"go.uber.org/zap"
+
+	"github.com/caddy-apikey/caddy-apikey/keystore/badgerstore"
+	"github.com/caddy-apikey/caddy-apikey/keystore/kv"
 )
 
 // Errors the store returns; the admin API maps them to status codes.
@@ -31,8 +33,12 @@ func invalid(field, format string, args ...any) error {
 
 // Options configure a Store.
 type Options struct {
-	// Dir is the Badger directory.
+	// Dir is the Badger directory, opened with badgerstore when Engine is
+	// nil.
 	Dir string
+	// Engine is the store's persistence; nil opens Badger in Dir. The
+	// store closes it on Close, and on a failed Open.
+	Engine kv.Engine
 	// Logger receives Badger's warnings and the store's own messages.
 	Logger *zap.Logger
 	// CacheSize bounds the number of verified keys kept in memory; 0 means
@@ -49,7 +55,7 @@ type Options struct {
 // It is safe for concurrent use. Every mutation is durable (fsynced) before
 // it returns, and invalidates the cache before it returns.
 type Store struct {
-	db     *badger.DB
+	eng    kv.Engine
 	log    *zap.Logger
 	now    func() time.Time
 	cache  *cache
@@ -124,7 +130,7 @@ func (st *accountState) set(a *Account) {
 // default account exists, and starts the background flush of last-used
 // times and value-log garbage collection.
 func Open(opts Options) (*Store, error) {
-	if opts.Dir == "" {
+	if opts.Engine == nil && opts.Dir == "" {
 		return nil, errors.New("key store directory is required")
 	}
 	if opts.Logger == nil {
@@ -139,12 +145,16 @@ func Open(opts Options) (*Store, error) {
 	if opts.LastUsedFlush <= 0 {
 		opts.LastUsedFlush = 30 * time.Second
 	}
-	db, err := openBadger(opts.Dir, opts.Logger)
-	if err != nil {
-		return nil, err
+	eng := opts.Engine
+	if eng == nil {
+		b, err := badgerstore.Open(opts.Dir, opts.Logger)
+		if err != nil {
+			return nil, err
+		}
+		eng = b
 	}
 	s := &Store{
-		db:         db,
+		eng:        eng,
 		log:        opts.Logger,
 		now:        opts.Now,
 		accounts:   make(map[string]*accountState),
@@ -157,7 +167,7 @@ func Open(opts Options) (*Store, error) {
 	s.cache = newCache(opts.CacheSize, s.keepPendingUse)
 	s.filters.built = make(chan struct{})
 	if err := s.init(); err != nil {
-		db.Close()
+		eng.Close()
 		return nil, err
 	}
 	s.startFilterBuild()
@@ -169,20 +179,17 @@ func Open(opts Options) (*Store, error) {
 // init checks the schema, loads the accounts and creates the default one.
 func (s *Store) init() error {
 	err := s.update(func(t txn) error {
-		item, err := t.tx.Get([]byte(schemaKey))
-		if errors.Is(err, badger.ErrKeyNotFound) {
+		b, err := t.getRaw([]byte(schemaKey))
+		if err != nil {
+			return err
+		}
+		if b == nil {
 			if err := t.set([]byte(revIndexKey), []byte{}); err != nil {
 				return err
 			}
 			return t.set([]byte(schemaKey), []byte(schemaValue))
 		}
-		if err != nil {
-			return err
-		}
-		var schema string
-		if err := item.Value(func(v []byte) error { schema = string(v); return nil }); err != nil {
-			return err
-		}
+		schema := string(b)
 		switch schema {
 		case schemaValue:
 			return nil
@@ -240,7 +247,7 @@ func (s *Store) Close() error {
 	s.done.Wait()
 	s.stopFilterBuilds()
 	flushErr := s.Flush()
-	return errors.Join(flushErr, s.db.Close())
+	return errors.Join(flushErr, s.eng.Close())
 }
 
 func (s *Store) background() {
@@ -260,7 +267,7 @@ func (s *Store) background() {
 				s.log.Error("flushing last-used times and quota counts", zap.Error(err))
 			}
 		case <-gc.C:
-			s.runGC()
+			s.eng.Maintain()
 		case <-sweep.C:
 			s.limits.sweep(s.now())
 		}

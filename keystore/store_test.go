@@ -3,6 +3,10 @@ package keystore
 import (
 	"testing"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/caddy-apikey/caddy-apikey/keystore/badgerstore"
 )
 
 func openTestStore(t *testing.T) *Store {
@@ -40,3 +44,7 @@ func TestCreateVerifyRevoke(t *testing.T) {
 		t.Fatalf("last used: %+v %v", got, err)
 	}
 }
+
+// badgerDB is the Badger database of a store opened on Badger, for tests
+// that inspect its tables and write old layouts.
+func badgerDB(s *Store) *badger.DB { return s.eng.(*badgerstore.Engine).DB() }

@@ -261,6 +261,13 @@ func (s *Store) lookup(h Hash) (*entry, error) {
 	if e := s.cache.get(h); e != nil {
 		return e, nil
 	}
+	return s.lookupMiss(h)
+}
+
+// lookupMiss is lookup after the cache. It is a function of its own so
+// that h, which the engine's transaction captures (and so moves to the
+// heap), is copied there only on a miss, never on a cache hit.
+func (s *Store) lookupMiss(h Hash) (*entry, error) {
 	if !s.filters.mayContain(&h) {
 		return nil, nil
 	}

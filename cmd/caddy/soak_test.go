@@ -44,7 +44,7 @@ import (
 //     and log of 4 MiB each, a level-0 table until its compaction) is
 //     part of what is measured; with the 16 MiB memtables and five
 //     level-0 tables of earlier versions it made VmRSS climb by 24 to 67%
-//     in saw-teeth over the 10 minutes (see badgerOptions).
+//     in saw-teeth over the 10 minutes (see badgerstore.Options).
 //
 // RSS without Badger's mapped files and Go's free heap (HeapIdle -
 // HeapReleased) is logged beside it.

@@ -1,4 +1,4 @@
-package keystore
+package badgerstore
 
 import (
 	"fmt"
@@ -36,7 +36,7 @@ func crashWriter(mib, dir string) int {
 	size <<= 20
 	// Without fsyncs (fast): the log is mapped, and what the process wrote
 	// is in the file when it exits.
-	o := badgerOptions(dir, zap.NewNop()).WithMemTableSize(size).WithValueThreshold(min(size*15/100, 1<<20)).WithSyncWrites(false)
+	o := Options(dir, zap.NewNop()).WithMemTableSize(size).WithValueThreshold(min(size*15/100, 1<<20)).WithSyncWrites(false)
 	db, err := badger.Open(o)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -97,11 +97,12 @@ func TestSettleMemtables(t *testing.T) {
 			}
 
 			core, seen := observer.New(zap.DebugLevel)
-			db, err := openBadger(dir, zap.New(core))
+			eng, err := Open(dir, zap.New(core))
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer db.Close()
+			defer eng.Close()
+			db := eng.DB()
 			if got := seen.FilterMessageSnippet("replaying memtable logs").FilterLevelExact(zap.WarnLevel).Len(); (got > 0) != tc.settles {
 				t.Errorf("settled %d times, want settled: %v", got, tc.settles)
 			}
