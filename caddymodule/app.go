@@ -6,6 +6,7 @@ package caddymodule
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -33,6 +34,13 @@ type App struct {
 	// names the same directory shares one open store, so a reload keeps
 	// the store (and its cache) open.
 	Storage string `json:"storage,omitempty"`
+
+	// Store is where the keys live, as a module of the apikey.stores
+	// namespace: {"backend": "badger", "dir": ...}, the same as storage,
+	// or {"backend": "redis", "url": ..., ...} for a store that several
+	// Caddy replicas share. Storage and store are exclusive. Default:
+	// Badger in storage's default directory.
+	StoreRaw json.RawMessage `json:"store,omitempty" caddy:"namespace=apikey.stores inline_key=backend"`
 
 	// Prefix starts every key this app issues and accepts: 1 to 16
 	// characters of [A-Za-z0-9_]. Default: ak_.
@@ -86,7 +94,8 @@ type App struct {
 	stopPurge context.CancelFunc
 	done      chan struct{}
 	format    keystore.Format
-	dir       string
+	dir       string       // Badger's directory; "" on another backend
+	store     StoreBackend // where the keys live
 	logger    *zap.Logger
 
 	open *opening // set in Provision
@@ -136,7 +145,23 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	a.format, a.dir = f, abs
+	a.format = f
+	switch {
+	case a.StoreRaw != nil && a.Storage != "":
+		return fmt.Errorf("storage and store are exclusive: storage is the Badger store's directory, store names another backend")
+	case a.StoreRaw != nil:
+		mod, err := ctx.LoadModule(a, "StoreRaw")
+		if err != nil {
+			return fmt.Errorf("loading the key store backend: %v", err)
+		}
+		a.store = mod.(StoreBackend)
+		if b, ok := a.store.(*BadgerStore); ok {
+			a.dir = b.abs
+		}
+	default:
+		a.dir = abs
+		a.store = &BadgerStore{Dir: abs, abs: abs}
+	}
 	if err := a.RateLimit.Validate(); err != nil {
 		return err
 	}
@@ -163,9 +188,8 @@ func (a *App) backend() (*backend, error) {
 	if b := o.ready.Load(); b != nil {
 		return b, nil // (closed only after Cleanup: this app holds a reference)
 	}
-	val, loaded, err := stores.LoadOrNew(a.dir, func() (caddy.Destructor, error) {
-		s, err := keystore.Open(keystore.Options{
-			Dir:           a.dir,
+	val, loaded, err := stores.LoadOrNew(a.store.StoreKey(), func() (caddy.Destructor, error) {
+		s, err := a.store.OpenStore(keystore.Options{
 			Logger:        storeLogger(a.logger),
 			CacheSize:     a.CacheSize,
 			LastUsedFlush: time.Duration(a.LastUsedFlush),
@@ -184,7 +208,7 @@ func (a *App) backend() (*backend, error) {
 		api:      adminapi.New(adminapi.Options{Store: st, Format: a.format, Logger: a.logger.Named("admin"), AcceptForeign: a.AcceptForeignKeys}),
 	}
 	o.ready.Store(b)
-	a.logger.Info("key store ready", zap.String("storage", a.dir), zap.Bool("shared", loaded))
+	a.logger.Info("key store ready", zap.String("store", a.store.StoreKey()), zap.Bool("shared", loaded))
 	return b, nil
 }
 
@@ -310,7 +334,7 @@ func (a *App) Cleanup() error {
 	if a.open.ready.Load() == nil {
 		return nil
 	}
-	_, err := stores.Delete(a.dir)
+	_, err := stores.Delete(a.store.StoreKey())
 	return err
 }
 

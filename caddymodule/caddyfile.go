@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -26,6 +27,10 @@ func init() {
 //	{
 //		apikey {
 //			storage <dir>
+//			redis <url> {
+//				key_prefix <prefix>
+//				max_staleness <duration>
+//			}
 //			prefix <p>
 //			length <n>
 //			checksum on|off
@@ -68,6 +73,15 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if a.Storage = d.Val(); a.Storage == "" {
 				return d.Err("storage: an empty path (leave the option out for the default)")
 			}
+		case "redis":
+			var r RedisStore
+			if err := r.UnmarshalCaddyfile(d); err != nil {
+				return err
+			}
+			if a.StoreRaw != nil {
+				return d.Err("redis: the store is already set")
+			}
+			a.StoreRaw = caddyconfig.JSONModuleObject(r, "backend", "redis", nil)
 		case "prefix":
 			if !d.NextArg() {
 				return d.ArgErr()
@@ -138,6 +152,9 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		if d.NextArg() {
 			return d.ArgErr()
 		}
+	}
+	if a.Storage != "" && a.StoreRaw != nil {
+		return d.Err("storage and redis are exclusive: storage is the embedded Badger store's directory, redis a store shared by several Caddy processes")
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -45,6 +46,21 @@ func cliLoad(c *cli, args []string) error {
 	format, dir, err := app.formatAndDir()
 	if err != nil {
 		return err
+	}
+	if app.StoreRaw != nil {
+		var b struct {
+			Backend string `json:"backend"`
+			Dir     string `json:"dir"`
+		}
+		_ = json.Unmarshal(app.StoreRaw, &b)
+		if b.Backend != "badger" {
+			return fmt.Errorf("load writes an embedded Badger store, and this config's store is %q: create the keys through the admin API's import (POST /apikey/keys/import), or load them into Badger and migrate it", b.Backend)
+		}
+		if b.Dir != "" {
+			if dir, err = filepath.Abs(b.Dir); err != nil {
+				return err
+			}
+		}
 	}
 	data, err := cliReadFile(c, args[0])
 	if err != nil {

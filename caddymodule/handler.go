@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/textproto"
@@ -215,7 +216,11 @@ func (a *authenticator) authenticate(w http.ResponseWriter, r *http.Request, req
 	}
 	res, err := b.verifier.Verify(cred, required, needScope)
 	if err != nil {
-		log.Error("verifying API key", zap.Error(err))
+		// A stale shared store is logged once by the store, not per
+		// request.
+		if !errors.Is(err, keystore.ErrStale) {
+			log.Error("verifying API key", zap.Error(err))
+		}
 		storeUnavailable(w)
 		return res, src, false
 	}

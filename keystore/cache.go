@@ -228,3 +228,19 @@ func (c *cache) len() int {
 	}
 	return n
 }
+
+// clear drops every entry (another process's changes may have been
+// missed) and bumps the generation, as invalidate does.
+func (c *cache) clear() {
+	c.gen.Add(1)
+	for i := range c.shards {
+		sh := &c.shards[i]
+		sh.mu.Lock()
+		for k, e := range sh.m {
+			delete(sh.m, k)
+			c.retire(e)
+		}
+		c.gen.Add(1)
+		sh.mu.Unlock()
+	}
+}

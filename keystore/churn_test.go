@@ -65,6 +65,7 @@ import (
 //
 // APIKEY_CHURN_COMMITS overrides the number of commits per round.
 func TestChurnStorageBounded(t *testing.T) {
+	badgerOnly(t) // an older Badger layout, or Badger's tables
 	if testing.Short() {
 		t.Skip("fills several level-0 tables; skipped in -short mode")
 	}

@@ -106,7 +106,7 @@ func rebuildFilter(s *Store) {
 func TestUnknownKeysSkipBadger(t *testing.T) {
 	dir := t.TempDir()
 	f := DefaultFormat()
-	s1, err := Open(Options{Dir: dir})
+	s1, err := testOpen(t, Options{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}

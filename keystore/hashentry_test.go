@@ -218,7 +218,7 @@ func TestOpensOlderSchemaStores(t *testing.T) {
 			if err := s.Close(); err != nil {
 				t.Fatal(err)
 			}
-			if s, err := Open(Options{Dir: dir}); err == nil {
+			if s, err := testOpen(t, Options{Dir: dir}); err == nil {
 				s.Close()
 				t.Fatal("a store of schema 4 opened")
 			}

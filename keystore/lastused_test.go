@@ -14,7 +14,7 @@ import (
 func TestLastUsedBatching(t *testing.T) {
 	dir := t.TempDir()
 	clock := &testClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
-	s, err := Open(Options{Dir: dir, Now: clock.Now, LastUsedFlush: time.Hour})
+	s, err := testOpen(t, Options{Dir: dir, Now: clock.Now, LastUsedFlush: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func TestLastUsedBatching(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s, err = Open(Options{Dir: dir, Now: clock.Now})
+	s, err = testOpen(t, Options{Dir: dir, Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func TestLastUsedBatching(t *testing.T) {
 // the store closes (Caddy's graceful stop).
 func TestLastUsedFlushedOnClose(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Open(Options{Dir: dir, LastUsedFlush: time.Hour})
+	s, err := testOpen(t, Options{Dir: dir, LastUsedFlush: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func TestLastUsedFlushedOnClose(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s, err = Open(Options{Dir: dir})
+	s, err = testOpen(t, Options{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}

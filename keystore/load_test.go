@@ -20,6 +20,7 @@ import (
 // entries, account index and created events are there, accounts created
 // before the load are kept, and the store takes imports afterwards.
 func TestLoad(t *testing.T) {
+	badgerOnly(t) // Load writes Badger's tables
 	dir := filepath.Join(t.TempDir(), "store")
 	clock := newTestClock()
 	f := DefaultFormat()
@@ -109,6 +110,7 @@ func TestLoad(t *testing.T) {
 // TestLoadRefuses: a store that holds keys, invalid entries and unknown
 // accounts are refused, and the store is left as it was.
 func TestLoadRefuses(t *testing.T) {
+	badgerOnly(t) // Load writes Badger's tables
 	f := DefaultFormat()
 	good := func(name string) ImportKey {
 		p, err := f.Generate()
@@ -190,6 +192,7 @@ func TestLoadRefuses(t *testing.T) {
 // sorts the hashes and names the first entry that repeats an earlier one,
 // and the entry it repeats, whatever the hash order.
 func TestHashOrder(t *testing.T) {
+	badgerOnly(t) // Load writes Badger's tables
 	for _, tc := range []struct {
 		keys []byte // each entry's key, by a letter
 		want string // the refused field, "" for none
@@ -248,6 +251,7 @@ func BenchmarkLoad(b *testing.B) {
 // Badger's writer dropped the store's contents writes back what the store
 // held (its accounts), so that the store is as it was.
 func TestReplaceAllRestoresOnFailure(t *testing.T) {
+	badgerOnly(t) // Load writes Badger's tables
 	dir := t.TempDir()
 	withAccount(t, dir, "acme")
 	eng, err := badgerstore.OpenForLoad(dir, zap.NewNop())

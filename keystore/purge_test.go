@@ -91,7 +91,7 @@ func TestDeleteKeyWithManyEvents(t *testing.T) {
 // deleted by the next purge sweep, with the mark.
 func TestPurgeFinishesInterruptedDeletes(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Open(Options{Dir: dir})
+	s, err := testOpen(t, Options{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}

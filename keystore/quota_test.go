@@ -49,7 +49,7 @@ func TestQuotaValidate(t *testing.T) {
 func TestQuotas(t *testing.T) {
 	dir := t.TempDir()
 	clock := &testClock{t: time.Date(2026, 1, 31, 23, 0, 0, 0, time.UTC)}
-	s, err := Open(Options{Dir: dir, Now: clock.Now})
+	s, err := testOpen(t, Options{Dir: dir, Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +88,7 @@ func TestQuotas(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if s, err = Open(Options{Dir: dir, Now: clock.Now}); err != nil {
+	if s, err = testOpen(t, Options{Dir: dir, Now: clock.Now}); err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
@@ -167,7 +167,7 @@ func TestQuotas(t *testing.T) {
 // code left between collecting the accounts' counts and writing them.
 func TestFlushDoesNotGiveADeletedAccountsCount(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Open(Options{Dir: dir, LastUsedFlush: time.Hour})
+	s, err := testOpen(t, Options{Dir: dir, LastUsedFlush: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

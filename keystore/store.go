@@ -49,6 +49,12 @@ type Options struct {
 	LastUsedFlush time.Duration
 	// Now is the clock; nil means time.Now. Tests inject their own.
 	Now func() time.Time
+	// MaxStaleness applies to a shared engine (kv.Shared, as redisstore):
+	// how long the store goes on verifying keys without confirming that
+	// it knows every change the other processes made; after it, Verify
+	// fails with ErrStale until the engine answers again. 0 means
+	// DefaultMaxStaleness.
+	MaxStaleness time.Duration
 }
 
 // Store is the key store: Badger for persistence, memory for verification.
@@ -91,6 +97,17 @@ type Store struct {
 
 	// lastPurge is when the last purge sweep started (unix nanos).
 	lastPurge atomic.Int64
+
+	// On a shared engine: maxStale is MaxStaleness (0 for an engine of
+	// its own), confirmed when the store last confirmed that it knew
+	// every change (unix nanos), stopFollow ends the following of
+	// changes, and ready is closed once init has read the accounts, so
+	// that followed changes apply after them.
+	maxStale   int64
+	confirmed  atomic.Int64
+	isStale    atomic.Bool
+	stopFollow func()
+	ready      chan struct{}
 
 	flushEvery time.Duration
 	flushMu    sync.Mutex // one flush at a time, and no delete during one
@@ -166,10 +183,20 @@ func Open(opts Options) (*Store, error) {
 	}
 	s.cache = newCache(opts.CacheSize, s.keepPendingUse)
 	s.filters.built = make(chan struct{})
-	if err := s.init(); err != nil {
+	s.ready = make(chan struct{})
+	if err := s.follow(opts.MaxStaleness); err != nil {
 		eng.Close()
 		return nil, err
 	}
+	if err := s.init(); err != nil {
+		close(s.ready) // before stopFollow, which waits for a change that waits for it
+		if s.stopFollow != nil {
+			s.stopFollow()
+		}
+		eng.Close()
+		return nil, err
+	}
+	close(s.ready)
 	s.startFilterBuild()
 	s.done.Add(1)
 	go s.background()
@@ -244,6 +271,9 @@ func (s *Store) Close() error {
 		return nil
 	}
 	close(s.stop)
+	if s.stopFollow != nil {
+		s.stopFollow()
+	}
 	s.done.Wait()
 	s.stopFilterBuilds()
 	flushErr := s.Flush()

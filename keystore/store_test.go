@@ -11,7 +11,7 @@ import (
 
 func openTestStore(t *testing.T) *Store {
 	t.Helper()
-	s, err := Open(Options{Dir: t.TempDir()})
+	s, err := testOpen(t, Options{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

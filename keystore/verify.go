@@ -111,6 +111,9 @@ func (v *Verifier) Verify(cred string, req Scope, needScope bool) (Result, error
 	}
 	t := v.Store.now()
 	now := t.UnixNano()
+	if v.Store.isStale.Load() {
+		return Result{}, ErrStale
+	}
 	e, err := v.Store.lookup(HashKey(cred))
 	if err != nil {
 		return Result{}, err
@@ -283,6 +286,7 @@ func (s *Store) lookupMiss(h Hash) (*entry, error) {
 		return nil, nil
 	}
 	if err != nil {
+		s.readFailed()
 		return nil, err
 	}
 	e := &entry{}

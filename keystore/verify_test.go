@@ -40,6 +40,7 @@ func openStoreOpts(t testing.TB, opts Options) *Store {
 	if opts.Dir == "" {
 		opts.Dir = t.TempDir()
 	}
+	withTestEngine(t, &opts)
 	s, err := Open(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -515,7 +516,7 @@ func TestVerifyRegenerateGrace(t *testing.T) {
 func TestVerifyGraceFromBadger(t *testing.T) {
 	clock := newTestClock()
 	dir := t.TempDir()
-	s, err := Open(Options{Dir: dir, Now: clock.Now})
+	s, err := testOpen(t, Options{Dir: dir, Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

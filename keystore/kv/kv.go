@@ -17,6 +17,7 @@
 package kv
 
 import (
+	"context"
 	"errors"
 	"time"
 )
@@ -92,4 +93,22 @@ type Loader interface {
 	// call. If it fails after dropping the contents, it writes back
 	// existing (what All returned before).
 	ReplaceAll(existing []Entry, parts []func() ([]Entry, error)) error
+}
+
+// Shared is an engine that several processes use at once: each must learn
+// of the changes the others commit, to drop what it keeps in memory.
+type Shared interface {
+	Engine
+	// Follow starts following the changes that other processes commit
+	// from now on, and returns once it knows where "now" is (an error if
+	// the engine cannot be reached), with a function that waits, after
+	// ctx is done, until the following has stopped. From then until ctx is done it calls
+	// apply, in commit order, with the watched keys each transaction
+	// wrote or deleted, or with nil when changes may have been missed (the
+	// engine lost them, or this process fell too far behind): the caller
+	// then drops everything it keeps. It calls confirmed(at) whenever the
+	// engine has confirmed that every change committed before at has been
+	// passed to apply. Calls of apply and confirmed come from one
+	// goroutine, one at a time.
+	Follow(ctx context.Context, apply func(keys [][]byte), confirmed func(at time.Time)) (wait func(), err error)
 }

@@ -1,0 +1,220 @@
+package keystore
+
+import (
+	"errors"
+	"sort"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/caddy-apikey/caddy-apikey/internal/redistest"
+)
+
+// replicas opens n stores on one Redis namespace, each as its own process
+// would (its own origin, cache and accounts).
+func replicas(t *testing.T, srv *redistest.Server, n int, opts Options) []*Store {
+	t.Helper()
+	var out []*Store
+	for i := range n {
+		o := opts
+		o.Engine = openRedisEngine(t, srv, "replicas:", string(rune('A'+i)))
+		s, err := Open(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		out = append(out, s)
+	}
+	return out
+}
+
+// within waits until cond holds, up to limit, and returns how long it
+// took.
+func within(t *testing.T, what string, limit time.Duration, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > limit {
+			t.Fatalf("%s: not within %v", what, limit)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+func outcome(t *testing.T, v *Verifier, cred string) Outcome {
+	t.Helper()
+	res, err := v.Verify(cred, Scope{}, false)
+	if err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	return res.Outcome
+}
+
+// TestReplicasSeeEveryChange: three stores on one Redis, as three Caddy
+// replicas. A key created on one verifies on the others; every change
+// made on one (revoke, activate, scope edit, expiry, regenerate with a
+// grace period, account status, delete) is honoured by the others within
+// a second, and in practice within milliseconds: the test reports the
+// delays.
+func TestReplicasSeeEveryChange(t *testing.T) {
+	srv := redistest.Start(t)
+	rs := replicas(t, srv, 3, Options{})
+	f := DefaultFormat()
+	vs := make([]*Verifier, len(rs))
+	for i, s := range rs {
+		vs[i] = &Verifier{Store: s, Format: f}
+	}
+	var delays []time.Duration
+	// everywhere waits until every replica but the one that made the
+	// change gives want for cred.
+	everywhere := func(what string, from int, cred string, want Outcome) {
+		t.Helper()
+		for i, v := range vs {
+			if i == from {
+				continue
+			}
+			delays = append(delays, within(t, what, time.Second, func() bool { return outcome(t, v, cred) == want }))
+		}
+	}
+
+	k, plain := mustCreate(t, rs[0], f, NewKey{Scopes: []string{"contacts:read"}})
+	for _, v := range vs {
+		if got := outcome(t, v, plain); got != OK {
+			t.Fatalf("a key created on A verifies as %v", got)
+		}
+	}
+	if _, err := rs[1].RevokeKey(k.ID, "t"); err != nil {
+		t.Fatal(err)
+	}
+	everywhere("revoke on B", 1, plain, KeyRevoked)
+	if _, err := rs[2].ActivateKey(k.ID, "t"); err != nil {
+		t.Fatal(err)
+	}
+	everywhere("activate on C", 2, plain, OK)
+
+	req := Scope{Resource: "contacts", Access: AccessWrite}
+	if _, err := rs[0].UpdateKey(k.ID, KeyPatch{Scopes: []string{"contacts:write"}}, "t"); err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range vs[1:] {
+		delays = append(delays, within(t, "scope edit on A", time.Second, func() bool {
+			res, err := v.Verify(plain, req, true)
+			return err == nil && res.Outcome == OK
+		}))
+		_ = i
+	}
+	past := time.Now().Add(-time.Minute)
+	if _, err := rs[0].UpdateKey(k.ID, KeyPatch{ExpiresAt: &past}, "t"); err == nil {
+		everywhere("expiry on A", 0, plain, KeyExpired)
+		if _, err := rs[0].UpdateKey(k.ID, KeyPatch{ClearExpires: true}, "t"); err != nil {
+			t.Fatal(err)
+		}
+		everywhere("expiry cleared on A", 0, plain, OK)
+	}
+
+	// Regenerate with a grace period on B: both strings work everywhere.
+	_, fresh, err := rs[1].RegenerateKey(k.ID, f, time.Hour, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	everywhere("new string from B", 1, fresh, OK)
+	everywhere("old string in its grace period", 1, plain, OK)
+	_, third, err := rs[1].RegenerateKey(k.ID, f, 0, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	everywhere("a regenerate without grace ends the old string", 1, fresh, InvalidKey)
+	everywhere("the previous grace string", 1, plain, InvalidKey)
+
+	// Account status.
+	if _, err := rs[2].CreateAccount(Account{ID: "acme"}); err != nil {
+		t.Fatal(err)
+	}
+	ak, akPlain := mustCreate(t, rs[2], f, NewKey{Account: "acme"})
+	everywhere("a key of a new account", 2, akPlain, OK)
+	suspended := AccountSuspended
+	if _, err := rs[0].UpdateAccount("acme", AccountPatch{Status: &suspended}); err != nil {
+		t.Fatal(err)
+	}
+	everywhere("account suspended on A", 0, akPlain, AccountInactive)
+
+	// Delete.
+	if err := rs[0].DeleteKey(ak.ID); err != nil {
+		t.Fatal(err)
+	}
+	everywhere("delete on A", 0, akPlain, InvalidKey)
+	if err := rs[0].DeleteKey(k.ID); err != nil {
+		t.Fatal(err)
+	}
+	everywhere("delete on A", 0, third, InvalidKey)
+
+	sort.Slice(delays, func(i, j int) bool { return delays[i] < delays[j] })
+	t.Logf("propagation over %d observations: p50 %v, p99 %v, max %v", len(delays), delays[len(delays)/2], delays[len(delays)*99/100], delays[len(delays)-1])
+}
+
+// TestReplicaFailsClosed: a Redis that stops answering without a reset
+// (SIGSTOP) makes every replica refuse key checks (ErrStale) within
+// MaxStaleness + 0.5 s; a revocation made just before the stop is honoured
+// everywhere; after SIGCONT the replicas verify again within 2 s.
+func TestReplicaFailsClosed(t *testing.T) {
+	srv := redistest.Start(t)
+	rs := replicas(t, srv, 2, Options{MaxStaleness: time.Second})
+	f := DefaultFormat()
+	va, vb := &Verifier{Store: rs[0], Format: f}, &Verifier{Store: rs[1], Format: f}
+	k, plain := mustCreate(t, rs[0], f, NewKey{})
+	_, other := mustCreate(t, rs[0], f, NewKey{})
+	for _, v := range []*Verifier{va, vb} {
+		if got := outcome(t, v, plain); got != OK {
+			t.Fatalf("before: %v", got)
+		}
+		if got := outcome(t, v, other); got != OK {
+			t.Fatalf("before: %v", got)
+		}
+	}
+	if _, err := rs[0].RevokeKey(k.ID, "t"); err != nil {
+		t.Fatal(err)
+	}
+	srv.Signal(syscall.SIGSTOP)
+	stopped := time.Now()
+	for _, v := range []*Verifier{va, vb} {
+		// The revocation, made before the stop, holds until the replica
+		// refuses everything.
+		for {
+			res, err := v.Verify(plain, Scope{}, false)
+			if errors.Is(err, ErrStale) {
+				break
+			}
+			// A read of Redis that times out is a refusal too (503).
+			if err == nil && res.Outcome != KeyRevoked {
+				t.Fatalf("the revoked key during the outage: %v", res.Outcome)
+			}
+			if time.Since(stopped) > 1500*time.Millisecond {
+				t.Fatalf("still verifying %v after SIGSTOP", time.Since(stopped))
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	refusing := time.Since(stopped)
+	if _, err := vb.Verify(other, Scope{}, false); !errors.Is(err, ErrStale) {
+		t.Errorf("a valid key during the outage: %v, want ErrStale", err)
+	}
+	srv.Signal(syscall.SIGCONT)
+	resumed := time.Now()
+	for _, v := range []*Verifier{va, vb} {
+		within(t, "verifying after SIGCONT", 2*time.Second, func() bool {
+			res, err := v.Verify(other, Scope{}, false)
+			return err == nil && res.Outcome == OK
+		})
+	}
+	t.Logf("refusing %v after SIGSTOP (max_staleness 1s); verifying again %v after SIGCONT", refusing.Round(time.Millisecond), time.Since(resumed).Round(time.Millisecond))
+	for _, v := range []*Verifier{va, vb} {
+		within(t, "the revoked key after the outage", 2*time.Second, func() bool {
+			res, err := v.Verify(plain, Scope{}, false)
+			if err == nil && res.Outcome == OK {
+				t.Fatal("the revoked key passed after the outage")
+			}
+			return err == nil && res.Outcome == KeyRevoked
+		})
+	}
+}
