@@ -138,7 +138,7 @@ func TestWriteError(t *testing.T) {
 // details in the answer.
 func TestInternalError(t *testing.T) {
 	core, logs := observer.New(zap.DebugLevel)
-	s, err := keystore.Open(keystore.Options{Dir: t.TempDir()})
+	s, err := keystore.Open(testOptions(t, keystore.Options{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +161,7 @@ func TestInternalError(t *testing.T) {
 
 // TestDefaultFormat: a zero Format means the default one.
 func TestDefaultFormat(t *testing.T) {
-	s, err := keystore.Open(keystore.Options{Dir: t.TempDir()})
+	s, err := keystore.Open(testOptions(t, keystore.Options{}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -47,7 +47,7 @@ func newEnv(t testing.TB) *env {
 	// The clock starts at the real time, so that Badger's TTLs and the
 	// UUIDv7 ids (which use the real time) agree with it.
 	clk := &clock{t: time.Now().UTC()}
-	s, err := keystore.Open(keystore.Options{Dir: t.TempDir(), Now: clk.Now})
+	s, err := keystore.Open(testOptions(t, keystore.Options{Now: clk.Now}))
 	if err != nil {
 		t.Fatal(err)
 	}
