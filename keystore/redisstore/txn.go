@@ -185,11 +185,13 @@ func (t *txn) Scan(prefix, start []byte, reverse, values bool, fn func(key, val 
 			for i, k := range keys {
 				dks[i] = t.e.dataKey([]byte(k))
 			}
-			ms, err := t.do(t.e.b().Mget().Key(dks...).Build())
+			// In a read-write transaction the values are watched too, as
+			// Badger's transactions track the values they iterate.
+			ms, err := t.read(t.e.b().Mget().Key(dks...).Build(), dks...)
 			if err != nil {
 				return err
 			}
-			arr, err := ms[0].ToArray()
+			arr, err := ms.ToArray()
 			if err != nil {
 				return t.e.wrap("scan values", err)
 			}
