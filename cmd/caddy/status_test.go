@@ -89,6 +89,13 @@ func TestStatus(t *testing.T) {
 		keys["total"] != 3.0 || keys["revoked"] != 1.0 || keys["active"] != nil || keys["full"] != false {
 		t.Errorf("badger status --json: %v", st)
 	}
+	a := newAdmin(p)
+	if out := a.must(t, "POST", "/status", "", http.StatusMethodNotAllowed); out["error"] != "method_not_allowed" {
+		t.Errorf("POST /status: %v", out)
+	}
+	if out := a.must(t, "GET", "/status?full=maybe", "", http.StatusBadRequest); out["error"] != "invalid_request" {
+		t.Errorf("GET /status?full=maybe: %v", out)
+	}
 	st = statusJSON(t, p, "--full")
 	if keys, _ := st["keys"].(map[string]any); keys["active"] != 1.0 || keys["expired"] != 1.0 || keys["full"] != true {
 		t.Errorf("badger status --full --json: %v", st)
