@@ -48,6 +48,10 @@ func serveAdmin(w http.ResponseWriter, r *http.Request) error {
 		adminapi.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the key store could not be opened; see Caddy's log")
 		return nil
 	}
+	if r.URL.Path == "/apikey/status" {
+		serveStatus(w, r, appIface.(*App), b.verifier.Store)
+		return nil
+	}
 	http.StripPrefix("/apikey", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b.api.Serve(w, r, adminapi.OperatorCaller())
 	})).ServeHTTP(w, r)

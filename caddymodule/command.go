@@ -186,7 +186,7 @@ create ("name", "scopes", "account", "expires_at", "type", ...).`,
 	}
 	account.AddCommand(accountCreate, accountList, cliAccountShowCommand(), cliAccountUpdateCommand(), accountSetStatus)
 
-	cmd.AddCommand(create, list, show, cliUpdateCommand(), revoke, activate, regenerate, del, imp, cliLoadCommand(), account)
+	cmd.AddCommand(create, list, show, cliUpdateCommand(), revoke, activate, regenerate, del, imp, cliLoadCommand(), cliMigrateCommand(), cliStatusCommand(), account)
 }
 
 // cli is what a subcommand runs with: where its output goes and how it

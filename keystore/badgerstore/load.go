@@ -30,14 +30,12 @@ func OpenForLoad(dir string, logger *zap.Logger) (*Engine, error) {
 }
 
 // All returns every entry of the database (for a store that holds no keys
-// yet: its accounts and markers).
+// yet: its accounts and markers), with Each.
 func (e *Engine) All() ([]kv.Entry, error) {
 	var out []kv.Entry
-	err := e.View(func(t kv.Txn) error {
-		return t.Scan(nil, nil, false, true, func(key, val []byte) (bool, error) {
-			out = append(out, kv.Entry{Key: append([]byte(nil), key...), Val: val})
-			return true, nil
-		})
+	err := e.Each(func(en kv.Entry) error {
+		out = append(out, en)
+		return nil
 	})
 	return out, err
 }

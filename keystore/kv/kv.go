@@ -77,8 +77,14 @@ type Engine interface {
 	Close() error
 }
 
-// Entry is one key and value.
-type Entry struct{ Key, Val []byte }
+// Entry is one key and value, and when the engine drops it.
+type Entry struct {
+	Key, Val []byte
+	// ExpiresAt is when an entry written with SetTTL disappears; zero for
+	// an entry without a TTL. Engines may round it up to their own
+	// precision (Badger: whole seconds).
+	ExpiresAt time.Time
+}
 
 // Loader is an engine that can replace its whole contents in one fast
 // pass (the offline bulk load, `caddy apikey load`).
@@ -93,6 +99,31 @@ type Loader interface {
 	// call. If it fails after dropping the contents, it writes back
 	// existing (what All returned before).
 	ReplaceAll(existing []Entry, parts []func() ([]Entry, error)) error
+}
+
+// Copier is an engine whose whole contents can be read and written entry
+// by entry, TTLs included: caddy apikey migrate copies a store from one
+// engine to another with it. Nothing else may write the engine while Each
+// runs (it may not be a snapshot).
+type Copier interface {
+	Engine
+	// Each calls fn with every entry, in byte order of the keys, each
+	// once, with its ExpiresAt; an entry whose TTL passes meanwhile may be
+	// left out. The entry's slices are fn's to keep.
+	Each(fn func(Entry) error) error
+	// Put writes entries durably, but not atomically (as Batch), each
+	// with its ExpiresAt: zero is no TTL, and an entry whose ExpiresAt has
+	// passed is not written.
+	Put(entries []Entry) error
+}
+
+// Counter is an engine that counts the keys of a scan prefix without
+// reading them one by one (or at least without their values).
+type Counter interface {
+	Engine
+	// Count returns the number of keys with the prefix; the prefix must
+	// be one that Txn.Scan accepts.
+	Count(prefix []byte) (int64, error)
 }
 
 // Shared is an engine that several processes use at once: each must learn

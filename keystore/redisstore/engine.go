@@ -32,7 +32,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -260,47 +259,6 @@ var (
 	_ kv.Engine = (*Engine)(nil)
 	_ kv.Txn    = (*txn)(nil)
 )
-
-// All returns every entry of the namespace, sorted by key, with SCAN: not
-// a snapshot, for tools that run while nothing writes (migrations) and
-// for tests.
-func (e *Engine) All() ([]kv.Entry, error) {
-	var keys []string
-	var cursor uint64
-	for {
-		ctx, cancel := e.ctx()
-		se, err := e.c.Do(ctx, e.b().Scan().Cursor(cursor).Match(escapeGlob(e.ns)+"v:*").Count(1000).Build()).AsScanEntry()
-		cancel()
-		if err != nil {
-			return nil, e.wrap("scan", err)
-		}
-		keys = append(keys, se.Elements...)
-		if cursor = se.Cursor; cursor == 0 {
-			break
-		}
-	}
-	slices.Sort(keys)
-	out := make([]kv.Entry, 0, len(keys))
-	for chunk := range slices.Chunk(keys, 1000) {
-		ctx, cancel := e.ctx()
-		arr, err := e.c.Do(ctx, e.b().Mget().Key(chunk...).Build()).ToArray()
-		cancel()
-		if err != nil {
-			return nil, e.wrap("mget", err)
-		}
-		for i, m := range arr {
-			v, err := m.AsBytes()
-			if isNil(err) {
-				continue // deleted or expired since the scan
-			}
-			if err != nil {
-				return nil, e.wrap("mget", err)
-			}
-			out = append(out, kv.Entry{Key: e.keyOfData(chunk[i]), Val: v})
-		}
-	}
-	return out, nil
-}
 
 // escapeGlob escapes the glob characters of a SCAN MATCH pattern.
 func escapeGlob(s string) string {

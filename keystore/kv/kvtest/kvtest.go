@@ -36,6 +36,8 @@ func Run(t *testing.T, open func(t *testing.T) kv.Engine) {
 		{"Conflict", testConflict},
 		{"TTL", testTTL},
 		{"Batch", testBatch},
+		{"Copy", testCopy},
+		{"Count", testCount},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := open(t)
@@ -366,5 +368,127 @@ func testBatch(t *testing.T, e kv.Engine) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// each lists an engine's entries with Copier.Each.
+func each(t *testing.T, c kv.Copier) []kv.Entry {
+	t.Helper()
+	var out []kv.Entry
+	if err := c.Each(func(en kv.Entry) error { out = append(out, en); return nil }); err != nil {
+		t.Fatalf("each: %v", err)
+	}
+	return out
+}
+
+// near reports whether at is within slack of want.
+func near(at, want time.Time, slack time.Duration) bool {
+	return !at.IsZero() && at.After(want.Add(-slack)) && at.Before(want.Add(slack))
+}
+
+// testCopy: Each lists every entry in key order with its expiry, and Put
+// writes entries with theirs (of the engines that are kv.Copier).
+func testCopy(t *testing.T, e kv.Engine) {
+	c, ok := e.(kv.Copier)
+	if !ok {
+		t.Skip("not a kv.Copier")
+	}
+	set(t, e, "a/2", "", "a/1", "one", "solo", "no bucket")
+	ttlAt := time.Now().Add(time.Hour)
+	err := e.Update(func(tx kv.Txn) error { return tx.SetTTL([]byte("h/g"), []byte("id"), time.Hour) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := each(t, c)
+	var keys []string
+	for _, en := range got {
+		keys = append(keys, string(en.Key)+"="+string(en.Val))
+		switch string(en.Key) {
+		case "h/g":
+			if !near(en.ExpiresAt, ttlAt, 2*time.Second) {
+				t.Errorf("each: h/g expires at %v, want about %v", en.ExpiresAt, ttlAt)
+			}
+		default:
+			if !en.ExpiresAt.IsZero() {
+				t.Errorf("each: %s without a TTL expires at %v", en.Key, en.ExpiresAt)
+			}
+		}
+	}
+	eq(t, "each", keys, []string{"a/1=one", "a/2=", "h/g=id", "solo=no bucket"})
+
+	err = e.Update(func(tx kv.Txn) error { return tx.SetTTL([]byte("c/again"), []byte("v"), time.Second) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	long := now.Add(time.Hour)
+	err = c.Put([]kv.Entry{
+		{Key: []byte("c/1"), Val: []byte("v1")},
+		{Key: []byte("c/again"), Val: []byte("kept")},
+		{Key: []byte("c/long"), Val: []byte("l"), ExpiresAt: long},
+		{Key: []byte("c/past"), Val: []byte("p"), ExpiresAt: now.Add(-time.Second)},
+		{Key: []byte("c/short"), Val: []byte("s"), ExpiresAt: now.Add(time.Second)},
+	})
+	if err != nil {
+		t.Fatalf("put: %v", err)
+	}
+	if v, ok := get(t, e, "c/1"); !ok || v != "v1" {
+		t.Errorf("put c/1: %q %v", v, ok)
+	}
+	if _, ok := get(t, e, "c/past"); ok {
+		t.Error("put wrote an entry whose expiry had passed")
+	}
+	for _, en := range each(t, c) {
+		if string(en.Key) == "c/long" && !near(en.ExpiresAt, long, 2*time.Second) {
+			t.Errorf("put c/long: expires at %v, want about %v", en.ExpiresAt, long)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, ok := get(t, e, "c/short"); !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("an entry put with an expiry 1 s away is still there after 5 s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(max(0, time.Until(now.Add(2100*time.Millisecond))))
+	e.Maintain()
+	if v, ok := get(t, e, "c/again"); !ok || v != "kept" {
+		t.Errorf("a TTL entry put again without one: %q %v", v, ok)
+	}
+	err = e.View(func(tx kv.Txn) error {
+		eq(t, "scan of what put wrote", scan(t, tx, "c/", "", false, true), []string{"c/1=v1", "c/again=kept", "c/long=l"})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testCount: Count of a bucket and of a longer prefix (of the engines that
+// are kv.Counter).
+func testCount(t *testing.T, e kv.Engine) {
+	c, ok := e.(kv.Counter)
+	if !ok {
+		t.Skip("not a kv.Counter")
+	}
+	set(t, e, "s/a", "1", "s/b", "2", "s/bb", "3", "s/c", "4", "t/a", "5", "sa", "6")
+	for _, tc := range []struct {
+		prefix string
+		want   int64
+	}{{"s/", 4}, {"s/b", 2}, {"s/c", 1}, {"t/", 1}, {"q/", 0}} {
+		n, err := c.Count([]byte(tc.prefix))
+		if err != nil || n != tc.want {
+			t.Errorf("count %q = %d, %v; want %d", tc.prefix, n, err, tc.want)
+		}
+	}
+	err := e.Update(func(tx kv.Txn) error { return tx.Delete([]byte("s/b")) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.Count([]byte("s/")); err != nil || n != 3 {
+		t.Errorf("count after a delete = %d, %v; want 3", n, err)
 	}
 }
