@@ -28,6 +28,7 @@ type caddyEnv struct {
 	c         config
 	root, bin string
 	store     string
+	redis     string // the redis URL with -backend redis
 	ports     ports
 	home      string
 	measured  string // Caddyfile paths
@@ -36,7 +37,7 @@ type caddyEnv struct {
 }
 
 type tmplData struct {
-	Admin, CaddyData, Store                                    string
+	Admin, CaddyData, Store, Redis                             string
 	RateLimit                                                  bool
 	PortRespond, PortAPIKeyRespond, PortProxy, PortAPIKeyProxy int
 	PortHeadersProxy, PortUpstream                             int
@@ -56,6 +57,7 @@ func (e *caddyEnv) data(rateLimit bool) tmplData {
 		Admin:             e.c.admin,
 		CaddyData:         filepath.Join(e.home, "caddy-storage"),
 		Store:             e.store,
+		Redis:             e.redis,
 		RateLimit:         rateLimit,
 		PortRespond:       e.ports.respond,
 		PortAPIKeyRespond: e.ports.apikeyRespond,

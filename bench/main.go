@@ -17,6 +17,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/caddy-apikey/caddy-apikey/keystore"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -27,6 +28,8 @@ import (
 )
 
 type config struct {
+	backend     string
+	propagation int
 	keys        int
 	sample      int
 	rounds      int
@@ -74,12 +77,18 @@ func main() {
 	flag.BoolVar(&c.fillOnly, "fill-only", false, "stop after the bulk load (with -fill-profile: profile it)")
 	flag.IntVar(&c.basePort, "port", 18001, "first site port: sites on port..port+4, upstream on port+9")
 	flag.StringVar(&c.admin, "admin", "127.0.0.1:18090", "admin endpoint of the measured Caddy (loopback only; needed by -profile)")
+	flag.StringVar(&c.backend, "backend", "badger", "the key store the measured Caddy uses: badger (the embedded store of step 2) or redis (a redis-server the harness starts, into which the store of step 2 is copied as caddy apikey migrate does)")
+	flag.IntVar(&c.propagation, "propagation", 100, "with -backend redis: how many revocations and activations made through another replica are timed until the measured Caddy answers accordingly (0 skips it)")
 	flag.StringVar(&c.fill, "fill", "load", "how the store is filled: load (keystore.Load, the offline bulk loader: one call into a new store) or import (ImportKeys in calls of 100,000, as a running store takes keys)")
 	flag.IntVar(&c.fillRepeat, "fill-repeat", 3, "with -fill load: load the keys this many times, each into a new store (the last one is kept), and report the median")
 	flag.IntVar(&c.memLimitMiB, "memory-limit-mib", 0, "after its last start, hold the measured Caddy in a memory cgroup of this many MiB (needs root; 0: no limit): the kernel then reclaims the page cache Badger's mapped tables put in its RSS, and kills it if its own memory does not fit")
 	flag.Parse()
 	if c.keys < 2 || c.sample < 1 || c.rounds < 1 || c.duration < time.Second || c.starts < 1 || c.threads < 1 || c.conns < c.threads {
 		fmt.Fprintln(os.Stderr, "bench: -keys must be >= 2; -sample, -rounds, -starts, -t must be >= 1, -c >= -t, -duration >= 1s")
+		os.Exit(2)
+	}
+	if c.backend != "badger" && c.backend != "redis" {
+		fmt.Fprintln(os.Stderr, "bench: -backend must be badger or redis")
 		os.Exit(2)
 	}
 	if c.fill != "load" && c.fill != "import" {
@@ -158,8 +167,26 @@ func run(ctx context.Context, c config) error {
 		return nil
 	}
 
+	// 2b. With -backend redis, the store goes into Redis.
+	var redis *redisServer
+	var copyTook time.Duration
+	if c.backend == "redis" {
+		if redis, err = startRedis(ctx, c, ports); err != nil {
+			return err
+		}
+		defer redis.proc.stop()
+		var census keystore.Census
+		if copyTook, census, err = copyToRedis(redis, fill.dir); err != nil {
+			return fmt.Errorf("copying the store into Redis: %w", err)
+		}
+		logf("copied %d entries (%d keys) into Redis in %s", census.Entries, census.Keys.Total, copyTook.Round(time.Millisecond))
+	}
+
 	// 3. Caddy.
 	env := newCaddyEnv(c, root, caddyBin, fill.dir, ports)
+	if redis != nil {
+		env.redis = redis.url()
+	}
 	if err := env.writeConfigs(ctx); err != nil {
 		return err
 	}
@@ -245,6 +272,14 @@ func run(ctx context.Context, c config) error {
 	if err != nil {
 		return err
 	}
+	var prop []time.Duration
+	if redis != nil && c.propagation > 0 {
+		probe := fill.samples.valid[len(fill.samples.valid)-1]
+		if prop, err = propagation(ctx, redis, ports.url(ports.apikeyRespond), probe, c.propagation); err != nil {
+			return fmt.Errorf("measuring propagation: %w", err)
+		}
+		logf("propagation of %d changes to the measured Caddy: p50 %s, p99 %s", len(prop), prop[len(prop)/2], prop[len(prop)*99/100])
+	}
 	var cgPeak, cgHits int64
 	if cg != nil {
 		if cgPeak, cgHits, err = cg.stats(); err != nil {
@@ -281,6 +316,8 @@ func run(ctx context.Context, c config) error {
 		pairs:           results,
 		paired:          paired,
 		profiles:        profiles,
+		copyTook:        copyTook,
+		propagation:     prop,
 		wall:            time.Since(start),
 	}
 	md := rep.markdown()

@@ -23,6 +23,8 @@ type report struct {
 	pairs           []pairResult
 	paired          []pairedResult
 	profiles        []string
+	copyTook        time.Duration   // -backend redis: copying the store into Redis
+	propagation     []time.Duration // -backend redis: sorted delays
 	wall            time.Duration
 }
 
@@ -86,7 +88,15 @@ func (r report) markdown() string {
 	p("- memory (`free -h`):\n\n```\n%s\n```\n\n", r.machine.mem)
 	p("- load: wrk on the same machine, keep-alive, `-t%d -c%d`, %d rounds of %s per site, A then B alternately, after a %s warm-up of each; keys picked at random per request from %d sampled plaintext keys (wrk.lua); upstream: a separate Caddy process (`respond`)\n",
 		c.threads, c.conns, c.rounds, c.duration, c.warmup, min(c.sample, c.keys))
-	p("- store: %d keys; wall time of the run: %s\n\n", c.keys, r.wall.Round(time.Second))
+	p("- store: %d keys, backend %s; wall time of the run: %s\n", c.keys, c.backend, r.wall.Round(time.Second))
+	if c.backend == "redis" {
+		p("- Redis: a redis-server of the harness (appendonly yes, appendfsync always, noeviction) on 127.0.0.1; the filled store copied into it in %s (keystore.Copy, as caddy apikey migrate)\n", r.copyTook.Round(time.Millisecond))
+		if n := len(r.propagation); n > 0 {
+			p("- propagation: %d revocations and activations made through another replica (a key store of the harness on the same Redis) reached the measured Caddy (its answer changed) after p50 %s, p99 %s, max %s (polling every 200 µs)\n",
+				n, r.propagation[n/2].Round(time.Microsecond), r.propagation[n*99/100].Round(time.Microsecond), r.propagation[n-1].Round(time.Microsecond))
+		}
+	}
+	p("\n")
 
 	p("## Load (medians over the rounds)\n\n")
 	p("| pair (B / A) | A req/s | B req/s | B/A | per-round min | per-round max | A p50 | A p99 | B p50 | B p99 | p99 added |\n")
