@@ -46,7 +46,7 @@ func setMaxKeys(t *testing.T, s *Store, account string, n int) {
 // a failed create.
 func TestKeyCountExact(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Open(Options{Dir: dir})
+	s, err := testOpen(t, Options{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,6 +116,7 @@ func TestKeyCountExact(t *testing.T) {
 // TestLoadMaxKeys: a load that gives an account more keys than its
 // max_keys is refused, and the store keeps what it held.
 func TestLoadMaxKeys(t *testing.T) {
+	badgerOnly(t) // Load writes Badger's tables
 	dir := filepath.Join(t.TempDir(), "store")
 	s, err := Open(Options{Dir: dir})
 	if err != nil {
