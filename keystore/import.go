@@ -77,8 +77,17 @@ func (s *Store) ImportKeys(in []ImportKey, f Format, actor string) ([]*Key, erro
 	if err != nil {
 		return nil, err
 	}
+	bulkKeys := keys
+	if s.sharedEngine() {
+		// Keys of accounts with a max_keys are written in a transaction
+		// that counts them (see keyCount), before the others.
+		if bulkKeys, err = s.importLimited(keys, res.added, actor); err != nil {
+			res.done(notStored)
+			return nil, err
+		}
+	}
 	err = s.bulk(func(set func(key, val []byte) error) error {
-		for _, k := range keys {
+		for _, k := range bulkKeys {
 			if err := writeNewKey(set, k, ActionCreated, actor); err != nil {
 				return err
 			}
@@ -106,6 +115,37 @@ func (s *Store) ImportKeys(in []ImportKey, f Format, actor string) ([]*Key, erro
 	}
 	s.cache.invalidate(hashes...)
 	return out, nil
+}
+
+// importLimited writes, on a shared engine, the keys of the accounts that
+// have a max_keys in one transaction that counts each account's keys
+// (sharedKeyLimits), so that imports and creates of other processes
+// cannot take it past its max_keys together; it returns the other keys,
+// to be written by the bulk writer. A refusal stores nothing.
+func (s *Store) importLimited(keys []*Key, added map[string]int64, actor string) (rest []*Key, err error) {
+	err = s.update(func(t txn) error {
+		limited, err := s.sharedKeyLimits(t, added)
+		if err != nil {
+			return err
+		}
+		rest = rest[:0]
+		for i, k := range keys {
+			if !limited[k.Account] {
+				rest = append(rest, k)
+				continue
+			}
+			if known, err := t.exists(keyH(k.Hash)); err != nil {
+				return err
+			} else if known {
+				return invalid(fmt.Sprintf("keys[%d]", i), "keys[%d]: this key is already in the store", i)
+			}
+			if err := writeNewKey(t.set, k, ActionCreated, actor); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return rest, err
 }
 
 // accountsExist refuses a batch naming an account the store does not

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+
+	"github.com/caddy-apikey/caddy-apikey/keystore/kv"
 )
 
 // ErrKeyLimit is the error of a create or import that would take an
@@ -30,6 +32,12 @@ var ErrKeyLimit = errors.New("key limit reached")
 //
 // Lock order: acctMu, then mu (inserts); flushMu, then mu (deletes). No
 // one takes another lock while holding mu.
+//
+// On a shared engine (kv.Shared: several processes insert into one
+// account) a count in one process's memory misses the others' inserts, so
+// none is kept: each insert counts the account's keys inside its own
+// transaction (sharedKeyLimits), and mu only keeps one process's inserts
+// into an account from conflicting with each other.
 type keyCount struct {
 	mu      sync.Mutex
 	n       atomic.Int64
@@ -85,6 +93,9 @@ func (s *Store) reserveKeys(keys []*Key) (*keyReservation, error) {
 		c := &st.keys
 		c.mu.Lock()
 		r.locked = append(r.locked, c)
+		if s.sharedEngine() {
+			continue // counted in the insert's transaction
+		}
 		if !c.counted.Load() {
 			if err := s.countKeys(c, id); err != nil {
 				r.done(notStored)
@@ -97,6 +108,50 @@ func (s *Store) reserveKeys(keys []*Key) (*keyReservation, error) {
 		}
 	}
 	return r, nil
+}
+
+// sharedEngine reports whether other processes write the store's engine.
+func (s *Store) sharedEngine() bool {
+	_, ok := s.eng.(kv.Shared)
+	return ok
+}
+
+// sharedKeyLimits checks, in an insert's transaction on a shared engine,
+// that adding added keys to each account keeps it within its max_keys, as
+// the account is stored (another process may have changed it), by
+// counting the account's keys in its index. The engine watches the
+// account and the index's scan bucket, so an insert, delete or max_keys
+// change that another process commits meanwhile makes the transaction
+// conflict and run again: the count is exact when it commits. It returns
+// the accounts that have a max_keys.
+func (s *Store) sharedKeyLimits(t txn, added map[string]int64) (limited map[string]bool, err error) {
+	for _, id := range slices.Sorted(maps.Keys(added)) {
+		var a Account
+		if err := t.getJSON(keyA(id), &a); errors.Is(err, ErrNotFound) {
+			return nil, invalid("account", "account %q does not exist", id)
+		} else if err != nil {
+			return nil, err
+		}
+		if a.MaxKeys == nil {
+			continue
+		}
+		var n int64
+		err := t.scan([]byte(pfxAcctKey+id+"/"), nil, false, false, func(_, _ []byte) (bool, error) {
+			n++
+			return true, nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		if n+added[id] > int64(*a.MaxKeys) {
+			return nil, keyLimitError(id, *a.MaxKeys, n, added[id])
+		}
+		if limited == nil {
+			limited = map[string]bool{}
+		}
+		limited[id] = true
+	}
+	return limited, nil
 }
 
 // insertOutcome is what became of a reservation's keys.

@@ -198,6 +198,11 @@ func (s *Store) insertKeys(keys []*Key, prepare func(txn) error, action, actor s
 				return err
 			}
 		}
+		if s.sharedEngine() {
+			if _, err := s.sharedKeyLimits(t, res.added); err != nil {
+				return err
+			}
+		}
 		for _, k := range keys {
 			if known, err := t.exists(keyH(k.Hash)); err != nil {
 				return err
