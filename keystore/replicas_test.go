@@ -213,3 +213,42 @@ func TestReplicaFailsClosed(t *testing.T) {
 		})
 	}
 }
+
+// TestReplicaLongStalenessServesCachedKeys: with a max_staleness raised to
+// keep serving through a Redis outage, cached keys go on verifying while
+// Redis is stopped (SIGSTOP), and a key that is not cached is refused
+// (it needs a Redis read): after the first failed read at once, not after
+// another read timeout.
+func TestReplicaLongStalenessServesCachedKeys(t *testing.T) {
+	srv := redistest.Start(t)
+	rs := replicas(t, srv, 1, Options{MaxStaleness: 5 * time.Minute})
+	f := DefaultFormat()
+	v := &Verifier{Store: rs[0], Format: f}
+	_, cached := mustCreate(t, rs[0], f, NewKey{})
+	_, uncached := mustCreate(t, rs[0], f, NewKey{})
+	_, uncached2 := mustCreate(t, rs[0], f, NewKey{})
+	if got := outcome(t, v, cached); got != OK {
+		t.Fatalf("before: %v", got)
+	}
+	srv.Signal(syscall.SIGSTOP)
+	defer srv.Signal(syscall.SIGCONT)
+	if _, err := v.Verify(uncached, Scope{}, false); err == nil {
+		t.Fatal("a key that is not cached verified while Redis is stopped")
+	}
+	t0 := time.Now()
+	if _, err := v.Verify(uncached2, Scope{}, false); !errors.Is(err, ErrStale) {
+		t.Errorf("a second uncached key: %v, want ErrStale at once", err)
+	}
+	if d := time.Since(t0); d > 100*time.Millisecond {
+		t.Errorf("the second uncached key waited %v", d)
+	}
+	for range 20 {
+		if got := outcome(t, v, cached); got != OK {
+			t.Fatalf("a cached key during the outage, within max_staleness: %v", got)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if rs[0].Stale() {
+		t.Error("stale 2 s into the outage with max_staleness 5m")
+	}
+}

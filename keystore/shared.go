@@ -68,6 +68,7 @@ func (s *Store) follow(maxStale time.Duration) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	wait, err := sh.Follow(ctx, s.applyChanges, func(at time.Time) {
 		s.confirmed.Store(at.UnixNano())
+		s.readsDown.Store(false)
 		if time.Since(at) <= maxStale {
 			s.isStale.Store(false)
 		}
@@ -110,12 +111,13 @@ func (s *Store) watchStaleness(ctx context.Context) {
 }
 
 // readFailed is told of a failed read on the request path. On a shared
-// engine the store then refuses key checks at once, as if stale, until
-// the engine confirms again that it is current: a Redis that stopped
-// answering would otherwise hold every cache miss for a read timeout.
+// engine, later cache misses then fail at once (ErrStale) instead of each
+// waiting for a read timeout, until the engine confirms again that it is
+// current; cached keys go on being verified while the store is within
+// MaxStaleness, as an operator who raised it asked.
 func (s *Store) readFailed() {
 	if s.maxStale > 0 {
-		s.isStale.Store(true)
+		s.readsDown.Store(true)
 	}
 }
 

@@ -106,6 +106,7 @@ type Store struct {
 	maxStale   int64
 	confirmed  atomic.Int64
 	isStale    atomic.Bool
+	readsDown  atomic.Bool // a read on the request path failed: misses fail fast
 	stopFollow func()
 	ready      chan struct{}
 

@@ -274,6 +274,9 @@ func (s *Store) lookupMiss(h Hash) (*entry, error) {
 	if !s.filters.mayContain(&h) {
 		return nil, nil
 	}
+	if s.readsDown.Load() {
+		return nil, ErrStale // a shared engine that just failed a read
+	}
 	s.missReads.Add(1)
 	gen := s.cache.gen.Load()
 	var k *Key
