@@ -160,14 +160,16 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.ctx = ctx
 	a.open = new(opening)
 	a.tracing = new(tracingState)
-	ev, err := ctx.App("events")
-	if err != nil {
-		return fmt.Errorf("loading the events app: %v", err)
+	// The events app, if the config has one (Caddy's tls app loads it; a
+	// config without it has no subscriber to tell).
+	if ev, err := ctx.AppIfConfigured("events"); err == nil {
+		a.events, _ = ev.(*caddyevents.App)
 	}
-	a.events = ev.(*caddyevents.App)
-	if a.metrics, err = newAppMetrics(ctx.GetMetricsRegistry(), a); err != nil {
+	m, err := newAppMetrics(ctx.GetMetricsRegistry(), a)
+	if err != nil {
 		return err
 	}
+	a.metrics = m
 	f, abs, err := a.formatAndDir()
 	if err != nil {
 		return err
