@@ -17,19 +17,19 @@ type accountBody struct {
 
 // createAccount is POST /accounts. An empty name defaults to the id, an
 // empty status to open.
-func (a *API) createAccount(w http.ResponseWriter, r *http.Request, _ Caller) error {
+func (a *API) createAccount(w http.ResponseWriter, r *http.Request, c Caller) error {
 	var body accountBody
 	if _, err := decodeObject(w, r, &body); err != nil {
 		return err
 	}
-	acct, err := a.store.CreateAccount(keystore.Account{
+	acct, err := a.store.CreateAccountBy(keystore.Account{
 		ID:        body.ID,
 		Name:      body.Name,
 		Status:    body.Status,
 		RateLimit: body.RateLimit,
 		Quota:     body.Quota,
 		MaxKeys:   body.MaxKeys,
-	})
+	}, c.Actor())
 	if err != nil {
 		return err
 	}
@@ -74,7 +74,7 @@ type accountPatchBody struct {
 // max_keys, and is
 // refused for name and status. A status change applies to the account's
 // keys from their next request.
-func (a *API) patchAccount(w http.ResponseWriter, r *http.Request, _ Caller) error {
+func (a *API) patchAccount(w http.ResponseWriter, r *http.Request, c Caller) error {
 	var body accountPatchBody
 	pr, err := decodePatch(w, r, &body, "name", "status")
 	if err != nil {
@@ -84,7 +84,7 @@ func (a *API) patchAccount(w http.ResponseWriter, r *http.Request, _ Caller) err
 	if len(pr) == 0 {
 		return a.getAccount(w, r, Caller{})
 	}
-	acct, err := a.store.UpdateAccount(id, keystore.AccountPatch{
+	acct, err := a.store.UpdateAccountBy(id, keystore.AccountPatch{
 		Name:           body.Name,
 		Status:         body.Status,
 		RateLimit:      body.RateLimit,
@@ -93,7 +93,7 @@ func (a *API) patchAccount(w http.ResponseWriter, r *http.Request, _ Caller) err
 		ClearQuota:     pr.null("quota"),
 		MaxKeys:        body.MaxKeys,
 		ClearMaxKeys:   pr.null("max_keys"),
-	})
+	}, c.Actor())
 	if err != nil {
 		return accountErr(err)
 	}

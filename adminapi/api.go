@@ -59,6 +59,12 @@ type Options struct {
 	// Format (the apikey app's accept_foreign_keys): without it they would
 	// be stored but refused as malformed_key on every request.
 	AcceptForeign bool
+	// Observe, if not nil, is told of every request to a mutating
+	// endpoint once it is answered: the operation (create_key,
+	// update_key, revoke_key, activate_key, regenerate_key, delete_key,
+	// import_keys, create_account, update_account, delete_account) and
+	// the result, "ok" or the answer's error code.
+	Observe func(operation, result string)
 }
 
 // API is the admin API. It is safe for concurrent use.
@@ -68,11 +74,12 @@ type API struct {
 	log           *zap.Logger
 	mux           *http.ServeMux
 	acceptForeign bool
+	observe       func(operation, result string)
 }
 
 // New returns the API over opts.Store.
 func New(opts Options) *API {
-	a := &API{store: opts.Store, format: opts.Format, log: opts.Logger, acceptForeign: opts.AcceptForeign}
+	a := &API{store: opts.Store, format: opts.Format, log: opts.Logger, acceptForeign: opts.AcceptForeign, observe: opts.Observe}
 	if a.format == (keystore.Format{}) {
 		a.format = keystore.DefaultFormat()
 	}
@@ -105,6 +112,7 @@ type route struct {
 	perm  perm
 	query []string // the query parameters it takes
 	h     handlerFunc
+	op    string // the operation of a mutating endpoint, for Observe
 }
 
 type callerKey struct{}
@@ -116,8 +124,17 @@ func (rt *route) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rt.a.fail(w, r, forbidden("the request has no caller"))
 		return
 	}
+	result := "ok"
 	if err := rt.h(w, r, c); err != nil {
-		rt.a.fail(w, r, err)
+		result = rt.a.fail(w, r, err)
+	}
+	rt.observe(result)
+}
+
+// observe tells Options.Observe of a mutating endpoint's result.
+func (rt *route) observe(result string) {
+	if rt.op != "" && rt.a.observe != nil {
+		rt.a.observe(rt.op, result)
 	}
 }
 
@@ -125,23 +142,29 @@ func (a *API) handle(pattern string, p perm, h handlerFunc, query ...string) {
 	a.mux.Handle(pattern, &route{a: a, perm: p, query: query, h: h})
 }
 
+// mutation registers a mutating endpoint, whose results Observe counts
+// as op.
+func (a *API) mutation(op, pattern string, p perm, h handlerFunc) {
+	a.mux.Handle(pattern, &route{a: a, perm: p, h: h, op: op})
+}
+
 func (a *API) routes() {
-	a.handle("POST /keys", permWrite, a.createKey)
+	a.mutation("create_key", "POST /keys", permWrite, a.createKey)
 	a.handle("GET /keys", permRead, a.listKeys, "account", "status", "q", "limit", "cursor")
-	a.handle("POST /keys/import", permOperator, a.importKeys)
+	a.mutation("import_keys", "POST /keys/import", permOperator, a.importKeys)
 	a.handle("GET /keys/{id}", permRead, a.getKey)
-	a.handle("PATCH /keys/{id}", permWrite, a.patchKey)
-	a.handle("DELETE /keys/{id}", permDelete, a.deleteKey)
-	a.handle("POST /keys/{id}/revoke", permWrite, a.revokeKey)
-	a.handle("POST /keys/{id}/activate", permWrite, a.activateKey)
-	a.handle("POST /keys/{id}/regenerate", permWrite, a.regenerateKey)
+	a.mutation("update_key", "PATCH /keys/{id}", permWrite, a.patchKey)
+	a.mutation("delete_key", "DELETE /keys/{id}", permDelete, a.deleteKey)
+	a.mutation("revoke_key", "POST /keys/{id}/revoke", permWrite, a.revokeKey)
+	a.mutation("activate_key", "POST /keys/{id}/activate", permWrite, a.activateKey)
+	a.mutation("regenerate_key", "POST /keys/{id}/regenerate", permWrite, a.regenerateKey)
 	a.handle("GET /keys/{id}/audit", permRead, a.keyAudit)
 
-	a.handle("POST /accounts", permOperator, a.createAccount)
+	a.mutation("create_account", "POST /accounts", permOperator, a.createAccount)
 	a.handle("GET /accounts", permOperator, a.listAccounts)
 	a.handle("GET /accounts/{id}", permOperator, a.getAccount)
-	a.handle("PATCH /accounts/{id}", permOperator, a.patchAccount)
-	a.handle("DELETE /accounts/{id}", permOperator, a.deleteAccount)
+	a.mutation("update_account", "PATCH /accounts/{id}", permOperator, a.patchAccount)
+	a.mutation("delete_account", "DELETE /accounts/{id}", permOperator, a.deleteAccount)
 }
 
 // Serve answers a request whose path is relative to the mount point
@@ -155,11 +178,11 @@ func (a *API) Serve(w http.ResponseWriter, r *http.Request, c Caller) {
 		return
 	}
 	if err := authorize(c, rt.perm); err != nil {
-		a.fail(w, r, err)
+		rt.observe(a.fail(w, r, err))
 		return
 	}
 	if err := checkQuery(r.URL, rt.query); err != nil {
-		a.fail(w, r, err)
+		rt.observe(a.fail(w, r, err))
 		return
 	}
 	a.mux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, c)))

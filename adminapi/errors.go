@@ -73,7 +73,7 @@ func isNotFound(err error) bool { return errors.Is(err, keystore.ErrNotFound) }
 // fail writes err as a JSON error: an *apiError as it is, the store's
 // errors mapped to their status (ErrNotFound 404, ErrConflict 409,
 // ErrKeyLimit 409 key_limit_reached, *keystore.InvalidError 400), anything else as a logged 500.
-func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
+func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) (code string) {
 	var ae *apiError
 	var ie *keystore.InvalidError
 	switch {
@@ -103,6 +103,7 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header().Set("WWW-Authenticate", `Bearer error="insufficient_scope", scope="`+ae.RequiredScope+`"`)
 	}
 	WriteJSON(w, ae.Status, ae)
+	return ae.Code
 }
 
 // WriteJSON writes v as a JSON answer with status, Content-Type

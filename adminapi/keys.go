@@ -316,7 +316,7 @@ func (a *API) deleteKey(w http.ResponseWriter, r *http.Request, c Caller) error 
 	if err != nil {
 		return err
 	}
-	if err := a.store.DeleteKey(k.ID); err != nil {
+	if err := a.store.DeleteKeyBy(k.ID, c.Actor()); err != nil {
 		return keyErr(err)
 	}
 	noContent(w)

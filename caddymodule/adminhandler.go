@@ -65,7 +65,7 @@ func (h *AdminHandler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.paths = paths
-	auth, err := newAuthenticator(ctx, h.Header, h.Bearer)
+	auth, err := newAuthenticator(ctx, h.Header, h.Bearer, "apikey_admin")
 	if err != nil {
 		return err
 	}
@@ -77,10 +77,12 @@ func (h *AdminHandler) Provision(ctx caddy.Context) error {
 // exactly as the apikey handler does, and serves the admin API for its account. It is a
 // terminal handler: it never calls next.
 func (h *AdminHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	start := decisionTimer()
 	if h.paths.refused(w, r.URL) {
+		h.auth.decided(r, outcomeInvalidPath, nil, start)
 		return nil
 	}
-	res, _, ok := h.auth.authenticate(w, r, keystore.Scope{}, false, h.logger)
+	res, _, ok := h.auth.authenticate(w, r, keystore.Scope{}, false, h.logger, start)
 	if !ok {
 		return nil
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"go.uber.org/zap"
 
 	"github.com/caddy-apikey/caddy-apikey/adminapi"
@@ -89,10 +90,26 @@ type App struct {
 	// interval ago. Default: 1h.
 	PurgeInterval caddy.Duration `json:"purge_interval,omitempty"`
 
+	// ExpiringNotice is how long before a key's expires_at the
+	// key_expiring event is emitted (once per key and expiry). "off" (in
+	// the Caddyfile; -1 in JSON) emits none; key_expired is emitted
+	// whatever the value. Default: 168h (7 days).
+	ExpiringNotice caddy.Duration `json:"expiring_notice,omitempty"`
+
+	// ExpiryCheckInterval is how often a background sweep reads the keys
+	// to emit key_expiring and key_expired, and to count the keys by
+	// status for the caddy_apikey_keys metric: an event comes up to an
+	// interval late. Each sweep reads every key record once. Default: 1m.
+	ExpiryCheckInterval caddy.Duration `json:"expiry_check_interval,omitempty"`
+
 	limit keystore.Limit
-	// stopPurge ends the purge sweep, which closes done.
+	// stopPurge ends the purge and expiry sweeps; loops waits for them.
 	stopPurge context.CancelFunc
-	done      chan struct{}
+	loops     *sync.WaitGroup
+	ctx       caddy.Context
+	events    *caddyevents.App
+	metrics   *appMetrics
+	tracing   *tracingState
 	format    keystore.Format
 	dir       string       // Badger's directory; "" on another backend
 	store     StoreBackend // where the keys live
@@ -140,7 +157,19 @@ func (h storeHandle) Destruct() error { return h.Close() }
 // order, so a server may take requests before this app has started).
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
+	a.ctx = ctx
 	a.open = new(opening)
+	a.tracing = new(tracingState)
+	// The events app, if the config has one (Caddy's tls app loads it; a
+	// config without it has no subscriber to tell).
+	if ev, err := ctx.AppIfConfigured("events"); err == nil {
+		a.events, _ = ev.(*caddyevents.App)
+	}
+	m, err := newAppMetrics(ctx.GetMetricsRegistry(), a)
+	if err != nil {
+		return err
+	}
+	a.metrics = m
 	f, abs, err := a.formatAndDir()
 	if err != nil {
 		return err
@@ -193,6 +222,7 @@ func (a *App) backend() (*backend, error) {
 			Logger:        storeLogger(a.logger),
 			CacheSize:     a.CacheSize,
 			LastUsedFlush: time.Duration(a.LastUsedFlush),
+			OnChange:      emitChange,
 		})
 		if err != nil {
 			return nil, err
@@ -205,7 +235,8 @@ func (a *App) backend() (*backend, error) {
 	st := val.(storeHandle).Store
 	b := &backend{
 		verifier: keystore.Verifier{Store: st, Format: a.format, AcceptForeign: a.AcceptForeignKeys, DefaultLimit: &a.limit},
-		api:      adminapi.New(adminapi.Options{Store: st, Format: a.format, Logger: a.logger.Named("admin"), AcceptForeign: a.AcceptForeignKeys}),
+		api: adminapi.New(adminapi.Options{Store: st, Format: a.format, Logger: a.logger.Named("admin"), AcceptForeign: a.AcceptForeignKeys,
+			Observe: a.metrics.observeMutation}),
 	}
 	o.ready.Store(b)
 	a.logger.Info("key store ready", zap.String("store", a.store.StoreKey()), zap.Bool("shared", loaded))
@@ -247,6 +278,9 @@ func (a *App) Validate() error {
 	if a.PurgeInterval < 0 {
 		return fmt.Errorf("purge_interval must not be negative")
 	}
+	if a.ExpiryCheckInterval < 0 {
+		return fmt.Errorf("expiry_check_interval must not be negative")
+	}
 	return nil
 }
 
@@ -258,12 +292,22 @@ const (
 
 // Start opens the store (unless a request already did), so that a store
 // that cannot be opened fails the config, and starts the purge sweep of
-// revoked keys.
+// revoked keys and the expiry sweep.
 func (a *App) Start() error {
 	b, err := a.backend()
 	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a.stopPurge, a.loops = cancel, new(sync.WaitGroup)
+	notice, check := time.Duration(a.ExpiringNotice), time.Duration(a.ExpiryCheckInterval)
+	if notice == 0 {
+		notice = DefaultExpiringNotice
+	}
+	if check == 0 {
+		check = DefaultExpiryCheckInterval
+	}
+	a.loops.Go(func() { a.expiryLoop(ctx, b.verifier.Store, notice, check) })
 	if a.PurgeRevokedAfter < 0 {
 		return nil
 	}
@@ -274,16 +318,13 @@ func (a *App) Start() error {
 	if every == 0 {
 		every = DefaultPurgeInterval
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	a.stopPurge, a.done = cancel, make(chan struct{})
-	go a.purgeLoop(ctx, b.verifier.Store, after, every)
+	a.loops.Go(func() { a.purgeLoop(ctx, b.verifier.Store, after, every) })
 	return nil
 }
 
 // purgeLoop sweeps now and every interval until ctx is done, which also
 // interrupts a sweep between two keys.
 func (a *App) purgeLoop(ctx context.Context, st *keystore.Store, after, every time.Duration) {
-	defer close(a.done)
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
@@ -307,13 +348,13 @@ func (a *App) purgeLoop(ctx context.Context, st *keystore.Store, after, every ti
 	}
 }
 
-// Stop stops the purge sweep, interrupting it between two keys. The store
+// Stop stops the purge and expiry sweeps, interrupting them between two keys. The store
 // is released in Cleanup, after the next config (if any) has taken its own
 // reference.
 func (a *App) Stop() error {
 	if a.stopPurge != nil {
 		a.stopPurge()
-		<-a.done
+		a.loops.Wait()
 		a.stopPurge = nil
 	}
 	return nil

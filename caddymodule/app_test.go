@@ -130,10 +130,11 @@ func TestCleanupWithoutStop(t *testing.T) {
 	if err := a.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := a.done
 	if err := a.Cleanup(); err != nil {
 		t.Fatal(err)
 	}
+	done := make(chan struct{})
+	go func() { a.loops.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):

@@ -11,6 +11,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/caddy-apikey/caddy-apikey/keystore"
@@ -36,6 +37,10 @@ func benchHandler(b *testing.B) (*Handler, string) {
 		b.Fatal(err)
 	}
 	lim := keystore.Limit{Requests: 1 << 30, Window: 1e9, Burst: 1 << 30}
+	m, err := newAppMetrics(prometheus.NewPedanticRegistry(), &App{open: new(opening)})
+	if err != nil {
+		b.Fatal(err)
+	}
 	return &Handler{
 		req:    req,
 		logger: zap.NewNop(),
@@ -44,6 +49,8 @@ func benchHandler(b *testing.B) (*Handler, string) {
 			header:  textproto.CanonicalMIMEHeaderKey(DefaultKeyHeader),
 			bearer:  true,
 			refuser: rf,
+			metrics: newMetricsSlot(m, "apikey"),
+			errs:    newBurstLog(),
 		},
 	}, plain
 }

@@ -40,6 +40,8 @@ func init() {
 //			rate_limit <n> <window> [burst <b>] | off
 //			purge_revoked_after <duration>|off
 //			purge_interval <duration>
+//			expiring_notice <duration>|off
+//			expiry_check_interval <duration>
 //		}
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
@@ -146,6 +148,28 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Err("purge_interval must be a positive duration")
 			}
 			a.PurgeInterval = caddy.Duration(dur)
+		case "expiring_notice":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if d.Val() == "off" {
+				a.ExpiringNotice = -1
+				break
+			}
+			dur, err := caddy.ParseDuration(d.Val())
+			if err != nil || dur <= 0 {
+				return d.Errf("expiring_notice: want a positive duration or off, got %s", d.Val())
+			}
+			a.ExpiringNotice = caddy.Duration(dur)
+		case "expiry_check_interval":
+			dur, err := durationArg(d)
+			if err != nil {
+				return err
+			}
+			if dur <= 0 {
+				return d.Err("expiry_check_interval must be a positive duration")
+			}
+			a.ExpiryCheckInterval = caddy.Duration(dur)
 		default:
 			return d.Errf("unrecognized apikey option: %s", d.Val())
 		}

@@ -7,6 +7,7 @@ import (
 	"net/textproto"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -105,7 +106,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		h.req = req
 	}
-	auth, err := newAuthenticator(ctx, h.Header, h.Bearer)
+	auth, err := newAuthenticator(ctx, h.Header, h.Bearer, "apikey")
 	if err != nil {
 		return err
 	}
@@ -117,7 +118,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 // the request with the key's identity. The path is checked first: its
 // refusal says nothing about the key.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	start := decisionTimer()
 	if h.paths.refused(w, r.URL) {
+		h.auth.decided(r, outcomeInvalidPath, nil, start)
 		return nil
 	}
 	stripIdentity(r.Header)
@@ -125,7 +128,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if !h.req.IsZero() {
 		required = h.req.For(r.Method)
 	}
-	res, src, ok := h.auth.authenticate(w, r, required, !h.req.IsZero(), h.logger)
+	res, src, ok := h.auth.authenticate(w, r, required, !h.req.IsZero(), h.logger, start)
 	if !ok {
 		return nil
 	}
@@ -148,9 +151,13 @@ type authenticator struct {
 	header  string // canonical, for lookups
 	bearer  bool
 	refuser *refuser
+	metrics *metricsSlot // nil: not counted
+	errs    *burstLog    // store errors of the request path
 }
 
-func newAuthenticator(ctx caddy.Context, header string, bearer *bool) (authenticator, error) {
+// newAuthenticator sets up the authenticator of a handler of kind apikey
+// or apikey_admin (its metrics' handler label).
+func newAuthenticator(ctx caddy.Context, header string, bearer *bool, kind string) (authenticator, error) {
 	appIface, err := ctx.App("apikey")
 	if err != nil {
 		return authenticator{}, fmt.Errorf("loading apikey app: %v", err)
@@ -172,6 +179,8 @@ func newAuthenticator(ctx caddy.Context, header string, bearer *bool) (authentic
 		header:  textproto.CanonicalMIMEHeaderKey(header),
 		bearer:  useBearer,
 		refuser: rf,
+		metrics: newMetricsSlot(app.metrics, kind),
+		errs:    newBurstLog(),
 	}, nil
 }
 
@@ -201,29 +210,34 @@ func validKeyHeader(name string) error {
 var unusableKeyHeaders = [...]string{"Host", "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade", "TE", "Trailer", "Content-Length"}
 
 // authenticate verifies the request's key. On any refusal it writes the
-// response and returns ok=false.
-func (a *authenticator) authenticate(w http.ResponseWriter, r *http.Request, required keystore.Scope, needScope bool, log *zap.Logger) (keystore.Result, credentialSource, bool) {
+// response and returns ok=false. It counts the decision (metrics, and the
+// request's span when traced), timed from start if start is not zero.
+func (a *authenticator) authenticate(w http.ResponseWriter, r *http.Request, required keystore.Scope, needScope bool, log *zap.Logger, start time.Time) (keystore.Result, credentialSource, bool) {
 	cred, src, unambiguous := extractCredential(r.Header, a.header, a.bearer)
 	if !unambiguous {
 		a.refuser.refuseAmbiguous(w)
+		a.decided(r, keystore.MalformedKey, nil, start)
 		return keystore.Result{Outcome: keystore.MalformedKey}, src, false
 	}
 	b, err := a.app.backend()
 	if err != nil {
-		log.Error("opening the key store", zap.Error(err))
+		a.errs.error(log, "opening the key store", err)
 		storeUnavailable(w)
+		a.decided(r, outcomeUnavailable, nil, start)
 		return keystore.Result{}, src, false
 	}
 	res, err := b.verifier.Verify(cred, required, needScope)
 	if err != nil {
 		// A stale shared store is logged once by the store, not per
-		// request.
+		// request; other errors once per burst.
 		if !errors.Is(err, keystore.ErrStale) {
-			log.Error("verifying API key", zap.Error(err))
+			a.errs.error(log, "verifying API key", err)
 		}
 		storeUnavailable(w)
+		a.decided(r, outcomeUnavailable, nil, start)
 		return res, src, false
 	}
+	a.decided(r, res.Outcome, res.Key, start)
 	if res.Outcome != keystore.OK {
 		if res.Key != nil {
 			repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
@@ -233,6 +247,15 @@ func (a *authenticator) authenticate(w http.ResponseWriter, r *http.Request, req
 		return res, src, false
 	}
 	return res, src, true
+}
+
+// decided counts a decision of outcome o about key k (nil if it names
+// none): the metrics, and the attributes of the request's span.
+func (a *authenticator) decided(r *http.Request, o keystore.Outcome, k *keystore.Key, start time.Time) {
+	a.metrics.record(r, o, start)
+	if a.app.traced() {
+		traceDecision(r, o, k)
+	}
 }
 
 // removeCredential deletes the header that carried the key: the key

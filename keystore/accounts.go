@@ -41,6 +41,18 @@ func validateAccount(a *Account) error {
 // CreateAccount stores a new account. An empty name defaults to the id and
 // an empty status to open. It fails with ErrConflict if the id exists.
 func (s *Store) CreateAccount(a Account) (*Account, error) {
+	return s.CreateAccountBy(a, "")
+}
+
+// CreateAccountBy is CreateAccount, telling Options.OnChange that actor
+// created the account.
+func (s *Store) CreateAccountBy(a Account, actor string) (*Account, error) {
+	var created *Account
+	defer func() { // runs after acctMu's unlock
+		if created != nil {
+			s.changed(Mutation{Kind: ChangeAccountCreated, At: created.CreatedAt, Actor: actor, Account: created})
+		}
+	}()
 	if a.Name == "" {
 		a.Name = a.ID
 	}
@@ -64,6 +76,8 @@ func (s *Store) CreateAccount(a Account) (*Account, error) {
 	st.keys.counted.Store(true) // a new account holds no keys
 	s.accounts[a.ID] = st
 	s.acctIndex.Store(a.ID, st)
+	c := a
+	created = &c
 	return &a, nil
 }
 
@@ -116,6 +130,18 @@ type AccountPatch struct {
 // UpdateAccount changes an account. A status change applies to its keys'
 // next request.
 func (s *Store) UpdateAccount(id string, p AccountPatch) (*Account, error) {
+	return s.UpdateAccountBy(id, p, "")
+}
+
+// UpdateAccountBy is UpdateAccount, telling Options.OnChange that actor
+// changed the account.
+func (s *Store) UpdateAccountBy(id string, p AccountPatch, actor string) (*Account, error) {
+	var mutations []Mutation
+	defer func() { // runs after acctMu's unlock
+		for _, m := range mutations {
+			s.changed(m)
+		}
+	}()
 	s.acctMu.Lock()
 	defer s.acctMu.Unlock()
 	st, ok := s.accounts[id]
@@ -160,7 +186,10 @@ func (s *Store) UpdateAccount(id string, p AccountPatch) (*Account, error) {
 	if err := s.update(func(t txn) error { return t.putJSON(keyA(id), &a) }); err != nil {
 		return nil, err
 	}
+	before := st.acct.Load()
 	st.set(&a)
+	after := a
+	mutations = accountMutations(before, &after, actor)
 	return &a, nil
 }
 

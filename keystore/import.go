@@ -52,6 +52,12 @@ func (s *Store) ImportKeys(in []ImportKey, f Format, actor string) ([]*Key, erro
 		return nil, err
 	}
 
+	var created []*Key
+	defer func() { // runs after the locks' unlocks
+		for _, k := range created {
+			s.changed(Mutation{Kind: ChangeKeyCreated, At: k.CreatedAt, Actor: actor, Key: keyInfo(k)})
+		}
+	}()
 	s.importMu.Lock()
 	defer s.importMu.Unlock()
 	// Accounts cannot be deleted while the import holds this lock.
@@ -114,6 +120,7 @@ func (s *Store) ImportKeys(in []ImportKey, f Format, actor string) ([]*Key, erro
 		out[i] = k.clone()
 	}
 	s.cache.invalidate(hashes...)
+	created = keys
 	return out, nil
 }
 

@@ -173,6 +173,7 @@ func (s *Store) CreateKeyAs(nk NewKey, f Format, by *Issuer, actor string) (*Key
 	if err := s.insertKeys([]*Key{k}, prepare, ActionCreated, actor); err != nil {
 		return nil, "", err
 	}
+	s.changed(Mutation{Kind: ChangeKeyCreated, At: k.CreatedAt, Actor: actor, Key: keyInfo(k)})
 	return k.clone(), plain, nil
 }
 
@@ -559,7 +560,9 @@ func (s *Store) RegenerateKeyAs(id string, guard Guard, by *Issuer, f Format, gr
 // included.
 func (s *Store) mutateKeyTx(id, actor string, guard Guard, by *Issuer, change func(txn, *Key) (string, error)) (*Key, error) {
 	var before, after *Key
+	var mutation Mutation
 	err := s.update(func(t txn) error {
+		mutation = Mutation{}
 		k, err := t.getKey(id)
 		if err != nil {
 			return err
@@ -584,6 +587,7 @@ func (s *Store) mutateKeyTx(id, actor string, guard Guard, by *Issuer, change fu
 			return nil // nothing changed: no write, no event
 		}
 		k.UpdatedAt = s.now().UTC()
+		mutation = Mutation{Kind: actionKinds[action], At: k.UpdatedAt, Actor: actor, Key: keyInfo(k), Changes: changes}
 		if err := t.putKey(k); err != nil {
 			return err
 		}
@@ -599,6 +603,9 @@ func (s *Store) mutateKeyTx(id, actor string, guard Guard, by *Issuer, change fu
 		return nil, err
 	}
 	s.cache.invalidate(hashesOf(before, after)...)
+	if mutation.Kind != "" {
+		s.changed(mutation)
+	}
 	return after.clone(), nil
 }
 
@@ -685,7 +692,13 @@ func hashesOf(keys ...*Key) []Hash {
 // DeleteKey removes a key and its audit events; its string is unknown from
 // the next request on.
 func (s *Store) DeleteKey(id string) error {
-	return s.deleteKeyIf(id, nil)
+	return s.DeleteKeyBy(id, "")
+}
+
+// DeleteKeyBy is DeleteKey, telling Options.OnChange that actor deleted
+// the key.
+func (s *Store) DeleteKeyBy(id, actor string) error {
+	return s.deleteKeyIf(id, nil, ChangeKeyDeleted, actor)
 }
 
 // errSkipped is deleteKeyIf's answer when the condition no longer holds.
@@ -695,7 +708,16 @@ var errSkipped = errors.New("skipped")
 // or is nil. It holds flushMu: a flush of last-used times never runs
 // alongside, so it never writes the last use of a key deleted meanwhile
 // (see writeLastUsed).
-func (s *Store) deleteKeyIf(id string, cond func(*Key) bool) error {
+//
+// kind (ChangeKeyDeleted or ChangeKeyPurged) and actor are what Options.OnChange is
+// told, after flushMu is released.
+func (s *Store) deleteKeyIf(id string, cond func(*Key) bool, kind, actor string) error {
+	var deleted *Key
+	defer func() { // runs after flushMu's unlock
+		if deleted != nil {
+			s.changed(Mutation{Kind: kind, At: s.now().UTC(), Actor: actor, Key: keyInfo(deleted)})
+		}
+	}()
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
 	counted := s.lockKeyCount(id) // after flushMu: see keyCount
@@ -726,6 +748,9 @@ func (s *Store) deleteKeyIf(id string, cond func(*Key) bool) error {
 		if err := t.del(keyU(id)); err != nil {
 			return err
 		}
+		if err := t.del(keyX(id)); err != nil {
+			return err
+		}
 		if err := t.reindexRevoked(k, nil); err != nil {
 			return err
 		}
@@ -749,5 +774,6 @@ func (s *Store) deleteKeyIf(id string, cond func(*Key) bool) error {
 	s.pendingMu.Lock()
 	delete(s.pendingUse, id)
 	s.pendingMu.Unlock()
+	deleted = k
 	return nil
 }

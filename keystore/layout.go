@@ -32,6 +32,8 @@ import (
 //	d/<id>             a deleted key whose audit events are still being
 //	                   deleted (too many for one transaction); the
 //	                   purge sweep finishes what a crash interrupted
+//	x/<id>             the expiry notices told of a key (see expiry.go):
+//	                   its expires_at then and the last notice
 //	m/revoked-index    present once every revoked key is in r/
 //	m/schema           the layout's version: "3" (binary key records and
 //	                   audit events); Open marks a store of "2" (binary

@@ -15,11 +15,12 @@ import (
 // interrupted. It stops between two keys once ctx is done (a sweep of
 // many keys, a fsynced transaction each, must not hold up a reload or a
 // shutdown), returning ctx's error with the count so far.
-func (s *Store) PurgeRevoked(ctx context.Context, cutoff time.Time) (int, error) {
+func (s *Store) PurgeRevoked(ctx context.Context, cutoff time.Time) (n int, err error) {
+	defer func() { s.stats.purged(n) }()
 	errs := s.finishDeletes()
 	var ids []string
 	end := unixNano(cutoff)
-	err := s.view(func(t txn) error {
+	err = s.view(func(t txn) error {
 		return t.scan([]byte(pfxRevoked), nil, false, false, func(key, _ []byte) (bool, error) {
 			at, id, ok := parseKeyR(key)
 			if !ok {
@@ -35,14 +36,13 @@ func (s *Store) PurgeRevoked(ctx context.Context, cutoff time.Time) (int, error)
 	if err != nil {
 		return 0, errors.Join(errs, err)
 	}
-	n := 0
 	for _, id := range ids {
 		if err := ctx.Err(); err != nil {
 			return n, errors.Join(errs, err)
 		}
 		err := s.deleteKeyIf(id, func(k *Key) bool {
 			return k.RevokedAt != nil && !k.RevokedAt.After(cutoff)
-		})
+		}, ChangeKeyPurged, ActorPurge)
 		switch {
 		case errors.Is(err, ErrNotFound), errors.Is(err, errSkipped):
 		case err != nil:

@@ -55,6 +55,11 @@ type Options struct {
 	// fails with ErrStale until the engine answers again. 0 means
 	// DefaultMaxStaleness.
 	MaxStaleness time.Duration
+	// OnChange, if not nil, is told of every mutation this store commits
+	// (not of the changes other processes of a shared engine make), after
+	// it is durable and outside the store's locks; see Mutation. It runs
+	// on the goroutine that made the change.
+	OnChange func(Mutation)
 }
 
 // Store is the key store: Badger for persistence, memory for verification.
@@ -109,6 +114,9 @@ type Store struct {
 	readsDown  atomic.Bool // a read on the request path failed: misses fail fast
 	stopFollow func()
 	ready      chan struct{}
+
+	onChange func(Mutation)
+	stats    counters
 
 	flushEvery time.Duration
 	flushMu    sync.Mutex // one flush at a time, and no delete during one
@@ -181,6 +189,7 @@ func Open(opts Options) (*Store, error) {
 		stop:       make(chan struct{}),
 		limits:     newLimiters(),
 		quotas:     &quotas{m: make(map[string]*quotaCounter)},
+		onChange:   opts.OnChange,
 	}
 	s.cache = newCache(opts.CacheSize, s.keepPendingUse)
 	s.filters.built = make(chan struct{})
@@ -258,7 +267,7 @@ func (s *Store) init() error {
 	if _, ok := s.accounts[DefaultAccount]; ok {
 		return nil
 	}
-	_, err = s.CreateAccount(Account{ID: DefaultAccount, Name: "Default", Status: AccountOpen})
+	_, err = s.CreateAccountBy(Account{ID: DefaultAccount, Name: "Default", Status: AccountOpen}, ActorSystem)
 	return err
 }
 
@@ -325,10 +334,12 @@ func (s *Store) keepPendingUse(id string, lastUsed int64) {
 func (s *Store) Flush() error {
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
-	if err := s.flushLastUsed(); err != nil {
-		return err
+	err := s.flushLastUsed()
+	if err == nil {
+		err = s.flushQuotas()
 	}
-	return s.flushQuotas()
+	s.stats.flushed(err)
+	return err
 }
 
 // flushChunk bounds the writes of one flush transaction.

@@ -186,7 +186,13 @@ func (t txn) scan(prefix, start []byte, reverse, values bool, fn func(key, val [
 
 // view runs fn in a read-only transaction.
 func (s *Store) view(fn func(t txn) error) error {
-	return s.eng.View(func(tx kv.Txn) error { return fn(txn{tx}) })
+	var fnErr error
+	err := s.eng.View(func(tx kv.Txn) error {
+		fnErr = fn(txn{countingTxn{tx, &s.stats}})
+		return fnErr
+	})
+	s.countTxnErr(err, fnErr)
+	return err
 }
 
 // maxConflictRetries bounds how often update runs a conflicting
@@ -200,7 +206,12 @@ const maxConflictRetries = 50
 // rather than failing each other.
 func (s *Store) update(fn func(t txn) error) error {
 	for attempt := 0; ; attempt++ {
-		err := s.eng.Update(func(tx kv.Txn) error { return fn(txn{tx}) })
+		var fnErr error
+		err := s.eng.Update(func(tx kv.Txn) error {
+			fnErr = fn(txn{countingTxn{tx, &s.stats}})
+			return fnErr
+		})
+		s.countTxnErr(err, fnErr)
 		if errors.Is(err, kv.ErrConflict) && attempt < maxConflictRetries {
 			time.Sleep(rand.N(time.Duration(attempt+1) * 200 * time.Microsecond))
 			continue
@@ -216,7 +227,13 @@ func (s *Store) update(fn func(t txn) error) error {
 // it returns. It is not atomic: after a crash, a prefix of the entries may
 // be stored.
 func (s *Store) bulk(fn func(set func(key, val []byte) error) error) error {
-	if err := s.eng.Batch(fn); err != nil {
+	var fnErr error
+	err := s.eng.Batch(func(set func(key, val []byte) error) error {
+		fnErr = fn(set)
+		return fnErr
+	})
+	if err != nil {
+		s.countTxnErr(err, fnErr)
 		return err
 	}
 	s.commits.Add(1)

@@ -262,8 +262,10 @@ func foreignShaped(cred string) bool {
 // answers nearly all of them from memory.
 func (s *Store) lookup(h Hash) (*entry, error) {
 	if e := s.cache.get(h); e != nil {
+		s.stats.cacheHits.Add(1)
 		return e, nil
 	}
+	s.stats.cacheMisses.Add(1)
 	return s.lookupMiss(h)
 }
 
