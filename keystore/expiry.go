@@ -66,7 +66,7 @@ func (s *Store) SweepExpiry(ctx context.Context, notice time.Duration) error {
 		stage byte
 	}
 	var dues []due
-	counts := KeyCounts{At: now}
+	counts := SweptKeyCounts{At: now}
 	err := s.view(func(t txn) error {
 		return t.scan([]byte(pfxKey), nil, false, true, func(_, val []byte) (bool, error) {
 			k, err := decodeKey(val)

@@ -17,7 +17,7 @@ type counters struct {
 	flushes     atomic.Uint64
 	flushErrors atomic.Uint64
 	engineErrs  atomic.Uint64
-	keyCounts   atomic.Pointer[KeyCounts]
+	keyCounts   atomic.Pointer[SweptKeyCounts]
 }
 
 func (c *counters) flushed(err error) {
@@ -32,9 +32,9 @@ func (c *counters) purged(n int) {
 	c.keysPurged.Add(uint64(n))
 }
 
-// KeyCounts are the stored keys by status, as the last expiry sweep
+// SweptKeyCounts are the stored keys by status, as the last expiry sweep
 // counted them.
-type KeyCounts struct {
+type SweptKeyCounts struct {
 	Active, Revoked, Expired int
 	// At is when the sweep counted them.
 	At time.Time
@@ -60,7 +60,7 @@ type Stats struct {
 	// retried or keys not found.
 	EngineErrors uint64
 	// Keys are the stored keys by status; nil before the first sweep.
-	Keys *KeyCounts
+	Keys *SweptKeyCounts
 	// Accounts is the number of accounts.
 	Accounts int
 	// Shared says the store runs on a shared engine (cluster mode); Lag
