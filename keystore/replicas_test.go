@@ -252,3 +252,105 @@ func TestReplicaLongStalenessServesCachedKeys(t *testing.T) {
 		t.Error("stale 2 s into the outage with max_staleness 5m")
 	}
 }
+
+// TestReplicaFillRace: cache fills on one replica racing with changes made
+// on another never leave a stale entry behind. Readers on B verify a key
+// (filling B's cache on every miss) while A revokes and activates it; once
+// B answers as A's last change says, it goes on answering so while the
+// readers keep filling (a fill that read Redis before the change and put
+// its entry after the change's invalidation would make B flip back).
+func TestReplicaFillRace(t *testing.T) {
+	srv := redistest.Start(t)
+	rs := replicas(t, srv, 2, Options{})
+	f := DefaultFormat()
+	k, plain := mustCreate(t, rs[0], f, NewKey{})
+	vb := &Verifier{Store: rs[1], Format: f, DefaultLimit: &Limit{}}
+	within(t, "the key on B", time.Second, func() bool { return outcome(t, vb, plain) == OK })
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	for range 4 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := vb.Verify(plain, Scope{}, false); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	defer func() {
+		close(stop)
+		for range 4 {
+			<-done
+		}
+	}()
+	for round := range 20 {
+		want := KeyRevoked
+		var err error
+		if round%2 == 0 {
+			_, err = rs[0].RevokeKey(k.ID, "t")
+		} else {
+			_, err = rs[0].ActivateKey(k.ID, "t")
+			want = OK
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		within(t, "B follows A's change", time.Second, func() bool { return outcome(t, vb, plain) == want })
+		for until := time.Now().Add(30 * time.Millisecond); time.Now().Before(until); {
+			if got := outcome(t, vb, plain); got != want {
+				t.Fatalf("round %d: B answered %v after it had answered %v: a stale entry", round, got, want)
+			}
+		}
+	}
+}
+
+// TestReplicaFillAfterChange: the fill of B's cache that read a key before
+// a change made on A, and comes after the change reached B, is dropped
+// (the cache's generation moved): B answers as the change says. The fill
+// is held between its read and its put until the change has been applied.
+func TestReplicaFillAfterChange(t *testing.T) {
+	srv := redistest.Start(t)
+	rs := replicas(t, srv, 2, Options{})
+	f := DefaultFormat()
+	k, plain := mustCreate(t, rs[0], f, NewKey{})
+	vb := &Verifier{Store: rs[1], Format: f}
+	within(t, "the key's hash on B", time.Second, func() bool {
+		h := HashKey(plain)
+		return rs[1].filters.cur.Load() != nil && rs[1].filters.cur.Load().mayContain(&h)
+	})
+	held := false
+	testHookBeforeFill = func() {
+		if held {
+			return
+		}
+		held = true
+		gen := rs[1].cache.gen.Load()
+		if _, err := rs[0].RevokeKey(k.ID, "t"); err != nil {
+			t.Error(err)
+		}
+		// Until the revocation's change has been applied on B.
+		for deadline := time.Now().Add(time.Second); rs[1].cache.gen.Load() == gen; {
+			if time.Now().After(deadline) {
+				t.Error("the revocation did not reach B")
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	defer func() { testHookBeforeFill = nil }()
+	// The first verification reads the key as it was (active) and is held
+	// before its fill; what it answers is what it read.
+	if got := outcome(t, vb, plain); got != OK {
+		t.Fatalf("the verification that read before the change: %v", got)
+	}
+	if got := outcome(t, vb, plain); got != KeyRevoked {
+		t.Fatalf("after the change reached B: %v, want key_revoked (a stale fill was cached)", got)
+	}
+}

@@ -318,6 +318,13 @@ func (s *Store) lookupMiss(h Hash) (*entry, error) {
 		e.flushed.Store(k.LastUsedAt.UnixNano())
 		e.lastUsed.Store(k.LastUsedAt.UnixNano())
 	}
+	if testHookBeforeFill != nil {
+		testHookBeforeFill()
+	}
 	s.cache.put(h, e, gen)
 	return e, nil
 }
+
+// testHookBeforeFill, when set by a test, runs between a cache miss's read
+// and its fill: the moment a concurrent change must not be lost in.
+var testHookBeforeFill func()
