@@ -58,12 +58,8 @@ const cliUpdateFlags = "--name, --scope, --expires, --no-expiry, --type, --rate-
 func cliUpdate(c *cli, args []string) error {
 	fs := c.cmd.Flags()
 	body := map[string]any{}
-	if fs.Changed("name") {
-		name := cliString(c, "name")
-		if strings.TrimSpace(name) == "" {
-			return errors.New("--name must not be empty")
-		}
-		body["name"] = name
+	if err := cliNameFlag(c, body); err != nil {
+		return err
 	}
 	if fs.Changed("scope") {
 		scopes, err := cliScopes(c)
@@ -290,12 +286,8 @@ bound.`,
 func cliAccountUpdate(c *cli, args []string) error {
 	fs := c.cmd.Flags()
 	body := map[string]any{}
-	if fs.Changed("name") {
-		name := cliString(c, "name")
-		if strings.TrimSpace(name) == "" {
-			return errors.New("--name must not be empty")
-		}
-		body["name"] = name
+	if err := cliNameFlag(c, body); err != nil {
+		return err
 	}
 	if fs.Changed("status") {
 		s := cliString(c, "status")
@@ -325,4 +317,18 @@ func cliAccountUpdate(c *cli, args []string) error {
 		return err
 	}
 	return cliRenderAccount(c.out, &a, c.now())
+}
+
+// cliNameFlag puts --name into body if it was given; an empty name is an
+// error.
+func cliNameFlag(c *cli, body map[string]any) error {
+	if !c.cmd.Flags().Changed("name") {
+		return nil
+	}
+	name := cliString(c, "name")
+	if strings.TrimSpace(name) == "" {
+		return errors.New("--name must not be empty")
+	}
+	body["name"] = name
+	return nil
 }

@@ -1,14 +1,11 @@
 package caddymodule_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -381,28 +378,7 @@ func TestAdminRefusalNamesKey(t *testing.T) {
 	if res, body := e.do("GET", manageURL+"/keys/"+id, hdr("X-Api-Key", key), ""); res.StatusCode != 200 {
 		t.Fatalf("manager: %d %v", res.StatusCode, body)
 	}
-	e.tester.InitServer(`{
-		admin `+adminAddr+`
-		http_port 9080
-	}`, "caddyfile")
-	access, err := os.ReadFile(filepath.Join(e.dir, "access.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	seen := map[string]string{}
-	sc := bufio.NewScanner(bytes.NewReader(access))
-	for sc.Scan() {
-		var line struct {
-			UserID  string `json:"user_id"`
-			Request struct {
-				URI string `json:"uri"`
-			} `json:"request"`
-		}
-		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
-			t.Fatal(err)
-		}
-		seen[line.Request.URI] = line.UserID
-	}
+	seen := e.accessUserIDs()
 	for _, uri := range []string{"/manage/keys", "/manage/keys/" + id} {
 		if seen[uri] != id {
 			t.Errorf("access log user_id of %s: %q, want %s", uri, seen[uri], id)

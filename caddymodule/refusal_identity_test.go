@@ -57,30 +57,7 @@ func TestRefusalsNameTheKey(t *testing.T) {
 	unknownRes, body := e.do("GET", siteURL+"/contacts/refused-unknown", hdr("X-Api-Key", "ak_unknown"), "")
 	e.expect("malformed", unknownRes, body, 401, "malformed_key", false)
 
-	// Load another config so that the access log is flushed and closed.
-	e.tester.InitServer(`{
-		admin `+adminAddr+`
-		http_port 9080
-	}`, "caddyfile")
-	access, err := os.ReadFile(filepath.Join(e.dir, "access.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	userIDs := map[string]string{} // uri -> user_id
-	sc := bufio.NewScanner(bytes.NewReader(access))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var line struct {
-			UserID  string `json:"user_id"`
-			Request struct {
-				URI string `json:"uri"`
-			} `json:"request"`
-		}
-		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
-			t.Fatalf("access log line %q: %v", sc.Bytes(), err)
-		}
-		userIDs[line.Request.URI] = line.UserID
-	}
+	userIDs := e.accessUserIDs()
 	for name, id := range ids {
 		uri := "/contacts/refused-" + name
 		got, logged := userIDs[uri]
@@ -140,4 +117,34 @@ func TestRefusalMessagesSayWhy(t *testing.T) {
 	if msg, _ := body["message"].(string); !strings.Contains(msg, "not in the format") {
 		t.Errorf("a malformed key's message %q changed", msg)
 	}
+}
+
+// accessUserIDs loads another config, so that the access log is flushed
+// and closed, and returns the user_id of each request URI it logged.
+func (e *env) accessUserIDs() map[string]string {
+	e.t.Helper()
+	e.tester.InitServer(`{
+		admin `+adminAddr+`
+		http_port 9080
+	}`, "caddyfile")
+	access, err := os.ReadFile(filepath.Join(e.dir, "access.log"))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	userIDs := map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(access))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var line struct {
+			UserID  string `json:"user_id"`
+			Request struct {
+				URI string `json:"uri"`
+			} `json:"request"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+			e.t.Fatalf("access log line %q: %v", sc.Bytes(), err)
+		}
+		userIDs[line.Request.URI] = line.UserID
+	}
+	return userIDs
 }

@@ -257,16 +257,22 @@ func appendCreatedEvent(b []byte, k *Key, action, actor string) ([]byte, error) 
 	return b, nil
 }
 
+// changeSet collects the fields that differ between two versions of a
+// record, by their JSON names and as JSON compares them.
+type changeSet map[string]Change
+
+func (ch changeSet) add(field string, from, to any) {
+	fj, _ := json.Marshal(from)
+	tj, _ := json.Marshal(to)
+	if string(fj) != string(tj) {
+		ch[field] = Change{From: from, To: to}
+	}
+}
+
 // diff lists the fields that differ between two versions of a key.
 func diff(a, b *Key) map[string]Change {
-	ch := make(map[string]Change)
-	add := func(field string, from, to any) {
-		fj, _ := json.Marshal(from)
-		tj, _ := json.Marshal(to)
-		if string(fj) != string(tj) {
-			ch[field] = Change{From: from, To: to}
-		}
-	}
+	ch := changeSet{}
+	add := ch.add
 	add("name", a.Name, b.Name)
 	add("scopes", a.Scopes, b.Scopes)
 	add("type", a.Type, b.Type)

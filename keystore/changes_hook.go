@@ -1,7 +1,6 @@
 package keystore
 
 import (
-	"encoding/json"
 	"slices"
 	"time"
 )
@@ -98,14 +97,8 @@ var actionKinds = map[string]string{
 // accountChanges lists the fields that differ between two versions of an
 // account, by their JSON names.
 func accountChanges(a, b *Account) map[string]Change {
-	ch := make(map[string]Change)
-	add := func(field string, from, to any) {
-		fj, _ := json.Marshal(from)
-		tj, _ := json.Marshal(to)
-		if string(fj) != string(tj) {
-			ch[field] = Change{From: from, To: to}
-		}
-	}
+	ch := changeSet{}
+	add := ch.add
 	add("name", a.Name, b.Name)
 	add("status", a.Status, b.Status)
 	add("rate_limit", a.RateLimit, b.RateLimit)
