@@ -208,8 +208,12 @@ func (r *RedisStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	if err := r.Validate(); err != nil {
-		return d.Err(err.Error())
+	// A URL from a placeholder ({env.REDIS_URL}) is checked when the
+	// config loads, after the placeholder is replaced.
+	if !strings.Contains(r.URL, "{") {
+		if err := r.Validate(); err != nil {
+			return d.Err(err.Error())
+		}
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		switch d.Val() {
