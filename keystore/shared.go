@@ -145,13 +145,18 @@ func (s *Store) applyChanges(keys [][]byte) {
 		s.reloadAll()
 		return
 	}
+	// The change's hashes enter the filter after every invalidation of
+	// the change is done: a request that finds a new key's hash in the
+	// filter then fills the cache with the key as the change left it.
+	var added []Hash
+	defer func() { s.indexed(added...) }()
 	for _, k := range keys {
 		switch {
 		case bytes.HasPrefix(k, []byte(pfxHash)) && len(k) == len(pfxHash)+len(Hash{}):
 			var h Hash
 			copy(h[:], k[len(pfxHash):])
 			s.cache.invalidate(h)
-			s.indexed(h)
+			added = append(added, h)
 		case bytes.HasPrefix(k, []byte(pfxKey)):
 			// A key's strings: the current one has its own hash entry
 			// (above), a grace-period one is verified from the record.
