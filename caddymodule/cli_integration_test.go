@@ -298,10 +298,7 @@ func TestCLIUnreachable(t *testing.T) {
 func TestCLIWithoutApikeyApp(t *testing.T) {
 	// A running Caddy whose config does not use the apikey app.
 	e := start(t)
-	e.tester.InitServer(`{
-		admin `+adminAddr+`
-		http_port 9080
-	}`, "caddyfile")
+	e.unload()
 	_, errOut, err := cliRun(t, "list")
 	if err == nil || !strings.Contains(errOut, "(unavailable)") {
 		t.Errorf("no apikey app: %v, stderr %q", err, errOut)

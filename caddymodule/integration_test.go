@@ -191,6 +191,17 @@ func (e *env) load(config string) {
 	e.tester.InitServer(fmt.Sprintf(config, adminAddr, e.storage, e.dir, e.up.URL), "caddyfile")
 }
 
+// unload loads a config without the apikey app and the sites: the
+// previous config's log files are flushed and closed, and its store is
+// released (closed, if nothing else holds it).
+func (e *env) unload() {
+	e.t.Helper()
+	e.tester.InitServer(`{
+		admin `+adminAddr+`
+		http_port 9080
+	}`, "caddyfile")
+}
+
 // do sends a request and decodes a JSON body if there is one.
 func (e *env) do(method, url string, headers http.Header, body string) (*http.Response, map[string]any) {
 	e.t.Helper()
@@ -468,10 +479,7 @@ func TestNoKeyInLogs(t *testing.T) {
 		t.Errorf("dead upstream: status %d", res.StatusCode)
 	}
 	// Load another config so that the logs are flushed and closed.
-	e.tester.InitServer(`{
-		admin `+adminAddr+`
-		http_port 9080
-	}`, "caddyfile")
+	e.unload()
 
 	access, err := os.ReadFile(filepath.Join(e.dir, "access.log"))
 	if err != nil {

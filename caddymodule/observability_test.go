@@ -352,10 +352,7 @@ func TestEventsFromEveryPath(t *testing.T) {
 	}
 
 	// A restart (the store closed and opened again) tells no notice again.
-	e.tester.InitServer(`{
-		admin `+adminAddr+`
-		http_port 9080
-	}`, "caddyfile")
+	e.unload()
 	e.load(obsConfig)
 	time.Sleep(400 * time.Millisecond)
 	for _, g := range takeEvents() {

@@ -123,10 +123,7 @@ func TestRefusalMessagesSayWhy(t *testing.T) {
 // and closed, and returns the user_id of each request URI it logged.
 func (e *env) accessUserIDs() map[string]string {
 	e.t.Helper()
-	e.tester.InitServer(`{
-		admin `+adminAddr+`
-		http_port 9080
-	}`, "caddyfile")
+	e.unload()
 	access, err := os.ReadFile(filepath.Join(e.dir, "access.log"))
 	if err != nil {
 		e.t.Fatal(err)

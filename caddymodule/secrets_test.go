@@ -148,10 +148,7 @@ func TestNoPlaintextKeyAnywhere(t *testing.T) {
 	}
 
 	// Another config flushes and closes the log files and the store.
-	e.tester.InitServer(`{
-		admin `+adminAddr+`
-		http_port 9080
-	}`, "caddyfile")
+	e.unload()
 
 	// The logs are not empty: they hold the requests, their headers (the
 	// key's deleted, Authorization redacted), and the failing round trips.

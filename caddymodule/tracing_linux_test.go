@@ -47,10 +47,7 @@ func TestTraceAttributes(t *testing.T) {
 	}
 	// Unloading the tracing config shuts the tracer provider down, which
 	// writes the spans.
-	e.tester.InitServer(`{
-		admin `+adminAddr+`
-		http_port 9080
-	}`, "caddyfile")
+	e.unload()
 	restore()
 	wr.Close()
 	<-read

@@ -22,7 +22,7 @@ import (
 func rawEntries(t *testing.T, s *Store, sub string) map[string]string {
 	t.Helper()
 	out := map[string]string{}
-	all, err := s.eng.(interface{ All() ([]kv.Entry, error) }).All()
+	all, err := kv.All(s.eng.(kv.Copier))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,14 +31,7 @@ func OpenForLoad(dir string, logger *zap.Logger) (*Engine, error) {
 
 // All returns every entry of the database (for a store that holds no keys
 // yet: its accounts and markers), with Each.
-func (e *Engine) All() ([]kv.Entry, error) {
-	var out []kv.Entry
-	err := e.Each(func(en kv.Entry) error {
-		out = append(out, en)
-		return nil
-	})
-	return out, err
-}
+func (e *Engine) All() ([]kv.Entry, error) { return kv.All(e) }
 
 // ReplaceAll writes the parts' entries as the database's whole contents
 // (streamLoad). If that fails after Badger's writer dropped the contents,

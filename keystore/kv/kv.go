@@ -117,6 +117,17 @@ type Copier interface {
 	Put(entries []Entry) error
 }
 
+// All returns every entry of c, in byte order of the keys (Each, into a
+// slice).
+func All(c Copier) ([]Entry, error) {
+	var out []Entry
+	err := c.Each(func(en Entry) error {
+		out = append(out, en)
+		return nil
+	})
+	return out, err
+}
+
 // Counter is an engine that counts the keys of a scan prefix without
 // reading them one by one (or at least without their values).
 type Counter interface {

@@ -86,16 +86,6 @@ func (e *Engine) Each(fn func(kv.Entry) error) error {
 	return nil
 }
 
-// All returns every entry of the namespace, sorted by key (Each).
-func (e *Engine) All() ([]kv.Entry, error) {
-	var out []kv.Entry
-	err := e.Each(func(en kv.Entry) error {
-		out = append(out, en)
-		return nil
-	})
-	return out, err
-}
-
 // Put writes entries with pipelined SETs (PXAT for an expiry), their
 // bucket entries and the TTL index, as a transaction's commit would, but
 // neither atomically nor on the changes stream: for a store that no
