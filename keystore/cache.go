@@ -34,8 +34,8 @@ type snapshot struct {
 	memo Memo
 	// inline holds the parsed scopes of a key with at most len(inline)
 	// (scopes is then inline[:n]), so that checking a scope reads the
-	// entry's own memory; their resources are substrings of scopeHeader,
-	// one allocation for them all.
+	// entry's own memory (and, the resources being interned, no other
+	// memory of the key's).
 	inline [3]Scope
 	key    Key
 }
@@ -45,13 +45,10 @@ func (sn *snapshot) init(k *Key, acct *accountState, qc *quotaCounter) {
 	*sn = snapshot{key: *k, account: acct, revoked: k.RevokedAt != nil, quota: k.Quota, qc: qc}
 	sn.scopeHeader = strings.Join(k.Scopes, " ")
 	sn.scopes = sn.inline[:0]
-	off := 0 // of s in scopeHeader
 	for _, s := range k.Scopes {
 		if sc, err := ParseScope(s); err == nil {
-			sc.Resource = sn.scopeHeader[off : off+len(sc.Resource)] // the same bytes: s starts with its resource
 			sn.scopes = append(sn.scopes, sc)
 		}
-		off += len(s) + 1
 	}
 	if len(sn.scopes) == 0 {
 		sn.scopes = nil // as a key without scopes always had
