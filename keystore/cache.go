@@ -67,20 +67,18 @@ func (sn *snapshot) init(k *Key, acct *accountState, qc *quotaCounter) {
 // there): made by the first request that needs it, then shared by every
 // later request of the key. It lives exactly as long as the key's cache
 // entry, whose snapshot never changes: an edit of the key makes a new
-// entry, with an empty memo. The value must be immutable; two requests
-// racing to make it store equal values, and either is kept.
-type Memo struct{ v atomic.Pointer[any] }
+// entry, with an empty memo. The value must be immutable, and always of
+// the same type (Store panics otherwise: the slot has one user); two
+// requests racing to make it store equal values, and either is kept. The
+// value is held in the entry itself (a pointer-shaped one, such as a func,
+// needs no other memory to load).
+type Memo struct{ v atomic.Value }
 
 // Load returns the value, or nil before one is stored.
-func (m *Memo) Load() any {
-	if p := m.v.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
+func (m *Memo) Load() any { return m.v.Load() }
 
 // Store sets the value.
-func (m *Memo) Store(v any) { m.v.Store(&v) }
+func (m *Memo) Store(v any) { m.v.Store(v) }
 
 // unixNano is t.UnixNano, saturated to the int64 range: UnixNano is
 // undefined after 2262, and an expiry in 2300 must not wrap into the past.
