@@ -31,11 +31,19 @@ var identityHeaders = [...]string{HeaderKeyID, HeaderKeyName, HeaderKeyType, Hea
 func stripIdentity(h http.Header) {
 	// One pass over the request's few headers finds every spelling,
 	// canonical ones included: cheaper than hashing the five names to
-	// delete them first.
+	// delete them first. It notes Connection on the way, which saves
+	// hashing that name too.
+	conn := false
 	for k := range h {
-		if isIdentityName(k) {
+		switch {
+		case isIdentityName(k):
 			delete(h, k)
+		case k == "Connection":
+			conn = true
 		}
+	}
+	if !conn {
+		return
 	}
 	if conn, ok := h["Connection"]; ok {
 		h["Connection"] = filterConnection(conn)
