@@ -332,7 +332,7 @@ func (r report) targets22(p func(string, ...any)) {
 			}
 		}
 		p("| Caddy CPU per valid request added by `apikey` | <= %.1f µs | %+.1f µs (%.1f vs %.1f µs%s) | %s |\n",
-			target22CPUAdded, added, s.bCPUReq, s.aCPUReq, peers, met(added <= target22CPUAdded))
+			target22CPUAdded, added, s.bCPUReq, s.aCPUReq, peers, verdict(pr, added <= target22CPUAdded))
 	}
 	row := func(id, label string, target float64) {
 		if s, pr, ok := ratio(id); ok {
