@@ -1,1 +1,485 @@
-export {};
+// app.js: the API Keys page. Every value from the server is shown as text
+// (el() builds nodes; nothing is parsed as HTML).
+import { api, request, query, whenSignedOut } from './api.js';
+import { el, $, openDialog, relative, when, day, parseScope, isScope, granted, badge } from './dom.js';
+import { drawUsage } from './usage.js';
+
+const ACCESS = ['read', 'write', 'delete'];
+const SOON = 7 * 864e5;
+
+let me = null; // who the page acts for (GET ui/session)
+const list = { q: '', status: '', limit: 50, account: '', cursors: [''], page: 0, next: null, keys: [] };
+let accounts = [];
+
+// ---- sign-in and session ----
+
+function show(section) {
+  $('loading').hidden = true;
+  $('signin').hidden = section !== 'signin';
+  $('app').hidden = section !== 'app';
+  $('signout').hidden = section !== 'app' || !me || me.operator;
+}
+
+function signedOut(err) {
+  me = null;
+  for (const d of document.querySelectorAll('dialog[open]')) d.close();
+  $('shown-key').textContent = '';
+  $('keys').tBodies[0].replaceChildren();
+  $('who').textContent = '';
+  $('signin-error').textContent = err && err.message ? 'Signed out: ' + err.message : '';
+  show('signin');
+  $('signin-key').focus();
+}
+whenSignedOut(signedOut);
+
+async function start() {
+  try {
+    me = await request('GET', 'session');
+  } catch (err) {
+    signedOut(err.code === 'signed_out' ? null : err);
+    return;
+  }
+  enter();
+}
+
+async function enter() {
+  $('who').textContent = me.operator ? 'Operator: every account' : 'Signed in as ' + me.key_name + ' (account ' + me.account + ')';
+  $('operator').hidden = !me.operator;
+  show('app');
+  if (me.operator) await loadAccounts();
+  await load();
+}
+
+$('signin-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const input = $('signin-key');
+  const key = input.value.trim();
+  input.value = ''; // the key leaves the page with this request
+  if (!key) { $('signin-error').textContent = 'Paste an API key.'; return; }
+  try {
+    me = await request('POST', 'session', { key });
+  } catch (err) {
+    $('signin-error').textContent = err.message;
+    input.focus();
+    return;
+  }
+  $('signin-error').textContent = '';
+  enter();
+});
+
+$('signout').addEventListener('click', async () => {
+  try { await request('DELETE', 'session'); } catch { /* signed out either way */ }
+  signedOut(null);
+});
+
+// ---- operator: accounts ----
+
+const limitText = (rl) => !rl ? 'Default' : rl.unlimited ? 'Unlimited' : rl.requests + ' per ' + rl.window + (rl.burst ? ', burst ' + rl.burst : '');
+const quotaText = (a) => !a.quota ? 'None' : (a.quota_used ?? 0) + ' of ' + a.quota.requests + ' per ' + a.quota.period;
+
+async function loadAccounts() {
+  const data = await api('GET', 'accounts');
+  accounts = data.accounts || [];
+  const sel = $('account');
+  sel.replaceChildren(el('option', { value: '' }, 'All accounts'),
+    ...accounts.map((a) => el('option', { value: a.id }, a.name && a.name !== a.id ? a.name + ' (' + a.id + ')' : a.id)));
+  sel.value = list.account;
+  $('accounts').tBodies[0].replaceChildren(...accounts.map((a) => el('tr', null,
+    el('td', null, a.name && a.name !== a.id ? a.name + ' (' + a.id + ')' : a.id),
+    el('td', null, a.status),
+    el('td', null, limitText(a.rate_limit)),
+    el('td', null, quotaText(a)),
+    el('td', null, a.max_keys == null ? 'No limit' : String(a.max_keys)))));
+}
+
+$('account').addEventListener('change', (ev) => { list.account = ev.target.value; reset(); });
+
+// ---- the table ----
+
+function reset() { list.cursors = ['']; list.page = 0; load(); }
+
+async function load() {
+  const params = { q: list.q, status: list.status, limit: list.limit, cursor: list.cursors[list.page] };
+  if (me.operator) params.account = list.account;
+  let data;
+  try {
+    data = await api('GET', 'keys' + query(params));
+  } catch (err) {
+    notice(err.message);
+    return;
+  }
+  list.keys = data.keys;
+  list.next = data.next_cursor;
+  render();
+}
+
+function render() {
+  const t0 = performance.now();
+  const frag = document.createDocumentFragment();
+  const now = Date.now();
+  for (const k of list.keys) frag.append(row(k, now));
+  const table = $('keys');
+  table.tBodies[0].replaceChildren(frag);
+  void table.offsetHeight; // lay it out: the time counts the rendering
+  table.dataset.renderMs = (performance.now() - t0).toFixed(1);
+  table.dataset.rows = String(list.keys.length);
+  $('empty').hidden = list.keys.length > 0;
+  $('prev').disabled = list.page === 0;
+  $('next').disabled = !list.next;
+  $('page-no').textContent = 'Page ' + (list.page + 1);
+}
+
+const statusLabel = { active: 'Active', revoked: 'Revoked', expired: 'Expired' };
+
+function row(k, now) {
+  const soon = k.status === 'active' && k.expires_at && Date.parse(k.expires_at) - now < SOON;
+  const act = (label, fn, cls) => el('button', { type: 'button', class: 'small ' + (cls || 'secondary'), 'aria-label': label + ' ' + k.name, onclick: () => fn(k) }, label);
+  return el('tr', { 'data-id': k.id },
+    el('td', { 'data-label': 'Name' }, el('button', { type: 'button', class: 'link', title: 'Details of ' + k.name, onclick: () => detail(k) }, k.name),
+      me.operator ? el('div', { class: 'muted' }, k.account) : null),
+    el('td', { 'data-label': 'Key' }, el('span', { class: 'hint' }, k.hint)),
+    el('td', { 'data-label': 'Scopes' }, ...k.scopes.map(badge)),
+    el('td', { 'data-label': 'Status' }, el('span', { class: 'status ' + k.status }, statusLabel[k.status] || k.status),
+      soon ? el('span', { class: 'soon', title: 'Expires ' + when(k.expires_at) }, 'Expires soon') : null),
+    el('td', { 'data-label': 'Last used', title: k.last_used_at ? when(k.last_used_at) : '' }, k.last_used_at ? relative(k.last_used_at, now) : 'Never used'),
+    el('td', { 'data-label': 'Expires', title: k.expires_at ? when(k.expires_at) : '' }, k.expires_at ? day(k.expires_at) : 'Never'),
+    el('td', { 'data-label': 'Actions' },
+      act('Edit', edit),
+      k.status === 'revoked' ? act('Activate', activate) : act('Revoke', revoke),
+      act('Regenerate', regenerate),
+      act('Delete', remove, 'danger')));
+}
+
+function notice(text) { $('notice').textContent = text; }
+
+let searchTimer = 0;
+$('search').addEventListener('input', (ev) => {
+  clearTimeout(searchTimer);
+  searchTimer = setTimeout(() => { list.q = ev.target.value; reset(); }, 250);
+});
+$('status').addEventListener('change', (ev) => { list.status = ev.target.value; reset(); });
+$('per-page').addEventListener('change', (ev) => { list.limit = Number(ev.target.value); reset(); });
+$('prev').addEventListener('click', () => { if (list.page > 0) { list.page--; load(); } });
+$('next').addEventListener('click', () => {
+  if (!list.next) return;
+  list.cursors[list.page + 1] = list.next;
+  list.page++;
+  load();
+});
+
+// ---- create and edit panel ----
+
+let editing = null; // the key being edited; null: creating
+
+function resources(k) {
+  const rs = new Set(me.resources || []);
+  rs.add('apikeys');
+  const add = (s) => { const r = parseScope(s).resource; if (r !== '*') rs.add(r); };
+  if (!me.operator) me.scopes.forEach(add);
+  if (k) k.scopes.forEach(add);
+  return [...rs].sort();
+}
+
+function fillGrid(k) {
+  const have = new Set(k ? k.scopes : []);
+  const rows = resources(k).map((r) => el('tr', null, el('th', { scope: 'row' }, r), ...ACCESS.map((a) => {
+    const s = r + ':' + a;
+    const allowed = me.operator || granted(me.scopes, s);
+    return el('td', null, el('input', { type: 'checkbox', value: s, 'aria-label': s, checked: have.has(s), disabled: !allowed, title: allowed ? '' : 'Your key does not hold ' + s }));
+  })));
+  $('f-grid').replaceChildren(...rows);
+  const inGrid = new Set(rows.flatMap((tr) => [...tr.querySelectorAll('input')].map((i) => i.value)));
+  $('f-extra').value = k ? k.scopes.filter((s) => !inGrid.has(s)).join(' ') : '';
+}
+
+function fillExpires(k) {
+  const sel = $('f-expires');
+  sel.replaceChildren();
+  const opt = (v, t) => sel.append(el('option', { value: v }, t));
+  const cap = !me.operator && me.expires_at ? Date.parse(me.expires_at) : null;
+  if (k) opt('keep', k.expires_at ? 'Unchanged (' + day(k.expires_at) + ')' : 'Unchanged (never)');
+  if (cap) opt('mine', 'With my key (' + day(me.expires_at) + ')');
+  else opt('never', 'Never');
+  for (const d of [30, 90]) if (!cap || Date.now() + d * 864e5 <= cap) opt(String(d), d + ' days');
+  opt('custom', 'Custom date');
+  sel.value = k ? 'keep' : cap ? 'mine' : 'never';
+  $('f-date').value = '';
+  $('f-date').max = cap ? new Date(cap).toISOString().slice(0, 10) : '';
+  $('f-date').min = new Date().toISOString().slice(0, 10);
+  $('f-date-wrap').hidden = true;
+  $('f-expires-note').textContent = cap ? 'Your key expires ' + when(me.expires_at) + '; keys you create or change cannot outlive it.' : '';
+}
+$('f-expires').addEventListener('change', (ev) => { $('f-date-wrap').hidden = ev.target.value !== 'custom'; });
+
+function clearErrors() {
+  for (const id of ['panel-error', 'err-name', 'err-scopes', 'err-expires_at', 'err-type']) $(id).textContent = '';
+}
+
+function openPanel(k) {
+  editing = k;
+  clearErrors();
+  $('panel-title').textContent = k ? 'Edit ' + k.name : 'Create API key';
+  $('panel-submit').textContent = k ? 'Save' : 'Create';
+  $('f-name').value = k ? k.name : '';
+  fillGrid(k);
+  fillExpires(k);
+  $('f-type').value = k ? k.type : me.operator ? '' : me.type;
+  $('f-type').readOnly = !me.operator;
+  $('f-active-wrap').hidden = !k;
+  $('f-active').checked = k ? k.status !== 'revoked' : true;
+  $('f-account-wrap').hidden = !(me.operator && !k);
+  if (me.operator && !k) {
+    $('f-account').replaceChildren(...accounts.map((a) => el('option', { value: a.id }, a.id)));
+    $('f-account').value = list.account || 'default';
+  }
+  openDialog($('panel'), $('f-name'), () => $('create'));
+}
+
+function expiresValue() {
+  const v = $('f-expires').value;
+  switch (v) {
+    case 'keep': return undefined;
+    case 'never': return null;
+    case 'mine': return me.expires_at;
+    case 'custom': {
+      const d = $('f-date').value;
+      if (!d) throw fieldError('expires_at', 'Choose a date.');
+      return new Date(d + 'T23:59:59').toISOString();
+    }
+    default: return new Date(Date.now() + Number(v) * 864e5).toISOString();
+  }
+}
+
+function fieldError(field, message) { return Object.assign(new Error(message), { field }); }
+
+function scopesValue() {
+  const checked = [...$('f-grid').querySelectorAll('input:checked')].map((i) => i.value);
+  const extra = $('f-extra').value.split(/[\s,]+/).filter(Boolean);
+  const bad = extra.find((s) => !isScope(s));
+  if (bad) throw fieldError('scopes', bad + ' is not a scope: write resource:access, access read, write or delete.');
+  const all = [...new Set([...checked, ...extra])];
+  if (all.length === 0) throw fieldError('scopes', 'Choose at least one scope.');
+  return all;
+}
+
+function showError(err) {
+  const target = err.field && $('err-' + err.field.split('.')[0].replace(/\[.*$/, ''));
+  (target || $('panel-error')).textContent = err.message;
+}
+
+$('panel-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  clearErrors();
+  let body;
+  try {
+    const name = $('f-name').value;
+    if (!name.trim()) throw fieldError('name', 'Name is required.');
+    if ([...name].length > 255) throw fieldError('name', 'Name is at most 255 characters.');
+    body = { name, scopes: scopesValue() };
+    const exp = expiresValue();
+    if (exp !== undefined) body.expires_at = exp;
+    const type = $('f-type').value.trim();
+    if (editing) {
+      if (type && type !== editing.type) body.type = type;
+      const active = $('f-active').checked;
+      if (active !== (editing.status !== 'revoked')) body.active = active;
+    } else {
+      if (type) body.type = type;
+      if (me.operator) body.account = $('f-account').value;
+    }
+  } catch (err) { showError(err); return; }
+  $('panel-submit').disabled = true;
+  try {
+    if (editing) {
+      const k = await api('PATCH', 'keys/' + encodeURIComponent(editing.id), body);
+      $('panel').close();
+      notice('Saved ' + k.name + '.');
+    } else {
+      const k = await api('POST', 'keys', body);
+      $('panel').close();
+      notice('Created ' + k.name + '.');
+      showKey(k);
+    }
+    await load();
+  } catch (err) {
+    showError(err);
+  } finally {
+    $('panel-submit').disabled = false;
+  }
+});
+$('panel-cancel').addEventListener('click', () => $('panel').close());
+$('create').addEventListener('click', () => openPanel(null));
+
+function edit(k) { openPanel(k); }
+
+// ---- the key, shown once ----
+
+let copied = false;
+let warned = false;
+
+function showKey(k) {
+  copied = false;
+  warned = false;
+  $('shown-title').textContent = 'Your new API key: ' + k.name;
+  $('shown-key').textContent = k.key;
+  $('shown-warn').hidden = true;
+  openDialog($('shown'), $('shown-copy'), () => $('create'));
+}
+
+async function copyKey() {
+  const text = $('shown-key').textContent;
+  try {
+    await navigator.clipboard.writeText(text);
+  } catch {
+    const range = document.createRange();
+    range.selectNodeContents($('shown-key'));
+    const sel = getSelection();
+    sel.removeAllRanges();
+    sel.addRange(range);
+    document.execCommand('copy');
+  }
+  copied = true;
+  $('shown-warn').hidden = true;
+  $('shown-copy').textContent = 'Copied';
+}
+
+function closeKey() {
+  if (!copied && !warned) { // ask once more
+    warned = true;
+    $('shown-warn').hidden = false;
+    $('shown-close').focus();
+    return;
+  }
+  $('shown').close();
+}
+
+$('shown-copy').addEventListener('click', copyKey);
+$('shown-close').addEventListener('click', closeKey);
+$('shown').addEventListener('cancel', (ev) => { ev.preventDefault(); closeKey(); });
+$('shown').addEventListener('close', () => {
+  $('shown-key').textContent = ''; // the key is kept nowhere once closed
+  $('shown-copy').textContent = 'Copy';
+  getSelection().removeAllRanges();
+});
+
+// ---- row actions ----
+
+let confirmResolve = null;
+
+function confirmAction({ title, text, ok, grace }) {
+  $('confirm-title').textContent = title;
+  $('confirm-text').textContent = text;
+  $('confirm-ok').textContent = ok;
+  $('confirm-grace-wrap').hidden = !grace;
+  $('confirm-grace').value = '';
+  $('confirm-error').textContent = '';
+  openDialog($('confirm'), $('confirm-cancel'), () => $('create'));
+  return new Promise((resolve) => { confirmResolve = resolve; });
+}
+
+$('confirm-ok').addEventListener('click', () => { const r = confirmResolve; confirmResolve = null; if (r) r({ grace: $('confirm-grace').value }); });
+$('confirm-cancel').addEventListener('click', () => $('confirm').close());
+$('confirm').addEventListener('close', () => { const r = confirmResolve; confirmResolve = null; if (r) r(null); });
+
+async function act(fn, done) {
+  try {
+    await fn();
+    notice(done);
+  } catch (err) {
+    notice(err.message);
+  }
+  await load();
+}
+
+const path = (k, tail) => 'keys/' + encodeURIComponent(k.id) + (tail || '');
+
+function revoke(k) { return act(() => api('POST', path(k, '/revoke'), {}), 'Revoked ' + k.name + '.'); }
+function activate(k) { return act(() => api('POST', path(k, '/activate'), {}), 'Activated ' + k.name + '.'); }
+
+async function regenerate(k) {
+  const answer = await confirmAction({ title: 'Regenerate ' + k.name + '?', ok: 'Regenerate',
+    text: 'A new key string replaces the current one. With a grace period the current string keeps working until it ends; without one it stops at once.', grace: true });
+  if (!answer) return;
+  try {
+    const body = answer.grace ? { grace_period: answer.grace } : {};
+    const nk = await api('POST', path(k, '/regenerate'), body);
+    $('confirm').close();
+    notice('Regenerated ' + k.name + '.');
+    showKey(nk);
+  } catch (err) {
+    $('confirm-error').textContent = err.message;
+    return;
+  }
+  await load();
+}
+
+async function remove(k) {
+  const answer = await confirmAction({ title: 'Delete ' + k.name + '?', ok: 'Delete key',
+    text: 'This cannot be undone: the key stops working at once, and its audit log is removed with it.' });
+  if (!answer) return;
+  try {
+    await api('DELETE', path(k));
+    $('confirm').close();
+  } catch (err) {
+    $('confirm-error').textContent = err.message;
+    return;
+  }
+  notice('Deleted ' + k.name + '.');
+  await load();
+}
+
+// ---- key detail ----
+
+let detailKey = null;
+
+function describe(c) {
+  const v = (x) => x == null ? 'none' : typeof x === 'object' ? JSON.stringify(x) : String(x);
+  return Object.entries(c || {}).map(([f, ch]) => f + ': ' + v(ch.from) + ' → ' + v(ch.to)).join('; ');
+}
+
+async function detail(k) {
+  detailKey = k;
+  $('detail-title').textContent = k.name;
+  const f = $('detail-fields');
+  const item = (t, d) => [el('dt', null, t), el('dd', null, d)];
+  f.replaceChildren(...[
+    item('Id', k.id), item('Account', k.account), item('Type', k.type), item('Key', k.hint),
+    item('Scopes', k.scopes.join(' ')), item('Status', statusLabel[k.status] || k.status),
+    item('Created', when(k.created_at)), item('Updated', when(k.updated_at)),
+    item('Expires', k.expires_at ? when(k.expires_at) : 'Never'),
+    item('Last used', k.last_used_at ? when(k.last_used_at) : 'Never used'),
+    item('Rate limit', limitText(k.rate_limit)),
+    item('Quota', k.quota ? (k.quota_used ?? 0) + ' of ' + k.quota.requests + ' per ' + k.quota.period : 'None'),
+  ].flat());
+  $('audit').replaceChildren(el('tr', null, el('td', { colspan: '3' }, 'Loading…')));
+  $('usage').replaceChildren();
+  openDialog($('detail'), $('detail-close'), () => $('create'));
+  try {
+    const data = await api('GET', path(k, '/audit'));
+    $('audit').replaceChildren(...data.events.slice().reverse().map((e) => el('tr', null,
+      el('td', { title: e.at }, when(e.at)), el('td', null, e.actor || 'unknown'),
+      el('td', null, e.action, e.changes && Object.keys(e.changes).length ? el('div', { class: 'muted' }, describe(e.changes)) : null))));
+    if (!data.events.length) $('audit').replaceChildren(el('tr', null, el('td', { colspan: '3' }, 'No events.')));
+  } catch (err) {
+    $('audit').replaceChildren(el('tr', null, el('td', { colspan: '3' }, err.message)));
+  }
+  usage();
+}
+
+async function usage() {
+  const k = detailKey;
+  const interval = $('usage-interval').value;
+  const step = interval === 'hour' ? 36e5 : 864e5;
+  const to = Math.floor(Date.now() / step) * step + step;
+  const from = to - (interval === 'hour' ? 48 : 30) * step;
+  let data = null;
+  try {
+    data = await api('GET', path(k, '/usage') + query({ from: new Date(from).toISOString(), to: new Date(to).toISOString(), interval }));
+  } catch { data = null; }
+  if (k !== detailKey) return;
+  $('usage').replaceChildren(...drawUsage(data, interval));
+}
+$('usage-interval').addEventListener('change', usage);
+$('detail-close').addEventListener('click', () => $('detail').close());
+
+start();
