@@ -94,7 +94,7 @@ const maxSignInBody = 4 << 10
 // the path the page is served under ("/manage"; "" for the site's root),
 // which the session cookie is limited to.
 func (h *Handler) Serve(w http.ResponseWriter, r *http.Request, mount string) {
-	setSecurityHeaders(w.Header())
+	setSecurityHeaders(w.Header(), h.opts.Operator)
 	if !safeMethod(r.Method) {
 		if err := h.cop.Check(r); err != nil {
 			writeError(w, http.StatusForbidden, "cross_origin", "cross-origin requests cannot change anything")

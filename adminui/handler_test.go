@@ -365,3 +365,18 @@ func toString(v any) string {
 	}
 	return ""
 }
+
+// TestPageSize keeps the whole page (HTML, CSS and JavaScript, as
+// embedded, uncompressed) under 100 KB.
+func TestPageSize(t *testing.T) {
+	n := PageSize()
+	t.Logf("the page is %d bytes (%.1f KB) uncompressed, in %d files", n, float64(n)/1000, len(assets))
+	if n <= 0 || n >= 100_000 {
+		t.Errorf("the page is %d bytes, want under 100 KB", n)
+	}
+	for _, want := range []string{"index.html", "app.js", "api.js", "dom.js", "usage.js", "app.css"} {
+		if _, ok := assets[want]; !ok {
+			t.Errorf("%s is not embedded", want)
+		}
+	}
+}

@@ -131,24 +131,62 @@ function render() {
 
 const statusLabel = { active: 'Active', revoked: 'Revoked', expired: 'Expired' };
 
+// rowTemplate is one row of the table, cloned per key (a clone is much
+// cheaper than building the nodes one by one); row fills it with text.
+const rowTemplate = (() => {
+  const btn = (action, cls) => el('button', { type: 'button', class: 'small ' + cls, 'data-action': action });
+  return el('tr', { role: 'row' },
+    el('td', { role: 'cell', 'data-label': 'Name' }, el('button', { type: 'button', class: 'link', 'data-action': 'detail' })),
+    el('td', { role: 'cell', 'data-label': 'Key' }, el('span', { class: 'hint' })),
+    el('td', { role: 'cell', 'data-label': 'Scopes' }),
+    el('td', { role: 'cell', 'data-label': 'Status' }, el('span', { class: 'status' })),
+    el('td', { role: 'cell', 'data-label': 'Last used' }),
+    el('td', { role: 'cell', 'data-label': 'Expires' }),
+    el('td', { role: 'cell', 'data-label': 'Actions' }, btn('edit', 'secondary'), btn('toggle', 'secondary'), btn('regenerate', 'secondary'), btn('delete', 'danger')));
+})();
+
 function row(k, now) {
-  const soon = k.status === 'active' && k.expires_at && Date.parse(k.expires_at) - now < SOON;
-  const act = (label, fn, cls) => el('button', { type: 'button', class: 'small ' + (cls || 'secondary'), 'aria-label': label + ' ' + k.name, onclick: () => fn(k) }, label);
-  return el('tr', { 'data-id': k.id },
-    el('td', { 'data-label': 'Name' }, el('button', { type: 'button', class: 'link', title: 'Details of ' + k.name, onclick: () => detail(k) }, k.name),
-      me.operator ? el('div', { class: 'muted' }, k.account) : null),
-    el('td', { 'data-label': 'Key' }, el('span', { class: 'hint' }, k.hint)),
-    el('td', { 'data-label': 'Scopes' }, ...k.scopes.map(badge)),
-    el('td', { 'data-label': 'Status' }, el('span', { class: 'status ' + k.status }, statusLabel[k.status] || k.status),
-      soon ? el('span', { class: 'soon', title: 'Expires ' + when(k.expires_at) }, 'Expires soon') : null),
-    el('td', { 'data-label': 'Last used', title: k.last_used_at ? when(k.last_used_at) : '' }, k.last_used_at ? relative(k.last_used_at, now) : 'Never used'),
-    el('td', { 'data-label': 'Expires', title: k.expires_at ? when(k.expires_at) : '' }, k.expires_at ? day(k.expires_at) : 'Never'),
-    el('td', { 'data-label': 'Actions' },
-      act('Edit', edit),
-      k.status === 'revoked' ? act('Activate', activate) : act('Revoke', revoke),
-      act('Regenerate', regenerate),
-      act('Delete', remove, 'danger')));
+  const tr = rowTemplate.cloneNode(true);
+  tr.dataset.id = k.id;
+  const [name, hint, scopes, status, used, expires, actions] = tr.cells;
+  const nb = name.firstChild;
+  nb.textContent = k.name;
+  nb.title = 'Details of ' + k.name;
+  if (me.operator) name.append(el('div', { class: 'muted' }, k.account));
+  hint.firstChild.textContent = k.hint;
+  scopes.append(...k.scopes.map(badge));
+  const st = status.firstChild;
+  st.textContent = statusLabel[k.status] || k.status;
+  st.classList.add(k.status);
+  if (k.status === 'active' && k.expires_at && Date.parse(k.expires_at) - now < SOON) {
+    status.append(el('span', { class: 'soon', title: 'Expires ' + when(k.expires_at) }, 'Expires soon'));
+  }
+  used.textContent = k.last_used_at ? relative(k.last_used_at, now) : 'Never used';
+  if (k.last_used_at) used.title = when(k.last_used_at);
+  expires.textContent = k.expires_at ? day(k.expires_at) : 'Never';
+  if (k.expires_at) expires.title = when(k.expires_at);
+  const labels = ['Edit', k.status === 'revoked' ? 'Activate' : 'Revoke', 'Regenerate', 'Delete'];
+  [...actions.children].forEach((b, i) => {
+    b.textContent = labels[i];
+    b.setAttribute('aria-label', labels[i] + ' ' + k.name);
+  });
+  return tr;
 }
+
+// One listener for every row's buttons.
+$('keys').tBodies[0].addEventListener('click', (ev) => {
+  const b = ev.target.closest('button[data-action]');
+  if (!b) return;
+  const k = list.keys.find((x) => x.id === b.closest('tr').dataset.id);
+  if (!k) return;
+  switch (b.dataset.action) {
+    case 'detail': return detail(k);
+    case 'edit': return edit(k);
+    case 'toggle': return k.status === 'revoked' ? activate(k) : revoke(k);
+    case 'regenerate': return regenerate(k);
+    case 'delete': return remove(k);
+  }
+});
 
 function notice(text) { $('notice').textContent = text; }
 
@@ -263,7 +301,8 @@ function scopesValue() {
 }
 
 function showError(err) {
-  const target = err.field && $('err-' + err.field.split('.')[0].replace(/\[.*$/, ''));
+  const field = err.field || (err.code === 'insufficient_scope' ? 'scopes' : '');
+  const target = field && $('err-' + field.split('.')[0].replace(/\[.*$/, ''));
   (target || $('panel-error')).textContent = err.message;
 }
 

@@ -23,7 +23,7 @@ export const $ = (id) => document.getElementById(id);
 export function openDialog(d, focus, fallback) {
   const before = document.activeElement;
   d.addEventListener('close', () => {
-    const back = before && before.isConnected ? before : fallback && fallback();
+    const back = before && before.isConnected && before !== document.body ? before : fallback && fallback();
     if (back) back.focus();
   }, { once: true });
   d.showModal();
@@ -46,8 +46,11 @@ export function relative(iso, now = Date.now()) {
 }
 
 // when is a time for people, in their locale and time zone.
-export const when = (iso) => new Date(iso).toLocaleString();
-export const day = (iso) => new Date(iso).toLocaleDateString();
+// (One formatter each: toLocaleString makes a new one on every call.)
+const whenFmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+const dayFmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium' });
+export const when = (iso) => whenFmt.format(new Date(iso));
+export const day = (iso) => dayFmt.format(new Date(iso));
 
 // parseScope splits resource:access.
 export function parseScope(s) {
