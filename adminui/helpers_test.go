@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,26 +14,9 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/caddy-apikey/caddy-apikey/adminapi"
+	"github.com/caddy-apikey/caddy-apikey/internal/testclock"
 	"github.com/caddy-apikey/caddy-apikey/keystore"
 )
-
-// clock is the sessions' and the store's injectable clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // env is a real store (Badger in a temporary directory), the admin API
 // over it, and the page's handler at /manage (or the operator's).
@@ -42,7 +24,7 @@ type env struct {
 	t     *testing.T
 	store *keystore.Store
 	page  *Handler
-	clock *clock
+	clock *testclock.Clock
 	logs  *observer.ObservedLogs
 	// seen is every answer's headers and body, to check that no key
 	// appears in them.
@@ -53,7 +35,7 @@ func newEnv(t *testing.T, operator bool) *env {
 	t.Helper()
 	// The clock starts at the real time, so that the UUIDv7 ids (which
 	// use the real time) agree with it.
-	clk := &clock{t: time.Now().UTC()}
+	clk := testclock.New(time.Now().UTC())
 	s, err := keystore.Open(keystore.Options{Dir: t.TempDir(), Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)

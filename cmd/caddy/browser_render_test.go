@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"net/http"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,12 +15,8 @@ import (
 func TestBrowserRender1000(t *testing.T) {
 	skipIfShort(t)
 	b := newBrowser(t)
-	dir := t.TempDir()
 	p := ports{admin: 28202, site: 18202}
-	up := newUpstream(t)
-	config := writeConfig(t, dir, "ui.Caddyfile.tmpl", p, filepath.Join(dir, "keys"), up.URL)
-	startCaddy(t, dir, config, p)
-	a := newAdmin(p)
+	a := startUICaddy(t, p)
 	b.use(t)
 	a.must(t, "POST", "/accounts", `{"id":"bulk","max_keys":5000}`, http.StatusCreated)
 	var sb strings.Builder

@@ -18,15 +18,22 @@ import (
 	"time"
 )
 
-func TestBrowserPage(t *testing.T) {
-	skipIfShort(t)
-	b := newBrowser(t)
+// startUICaddy starts the built Caddy with ui.Caddyfile (the page at
+// /manage/, apikey routes to an upstream) and returns its admin client.
+func startUICaddy(t *testing.T, p ports) *admin {
+	t.Helper()
 	dir := t.TempDir()
-	p := ports{admin: 28201, site: 18201}
 	up := newUpstream(t)
 	config := writeConfig(t, dir, "ui.Caddyfile.tmpl", p, filepath.Join(dir, "keys"), up.URL)
 	startCaddy(t, dir, config, p)
-	a := newAdmin(p)
+	return newAdmin(p)
+}
+
+func TestBrowserPage(t *testing.T) {
+	skipIfShort(t)
+	b := newBrowser(t)
+	p := ports{admin: 28201, site: 18201}
+	a := startUICaddy(t, p)
 	c := newClient(4)
 	a.must(t, "POST", "/accounts", `{"id":"acme","name":"Acme Corp"}`, http.StatusCreated)
 	a.must(t, "POST", "/accounts", `{"id":"globex"}`, http.StatusCreated)
