@@ -3,6 +3,7 @@
 import { api, request, query, whenSignedOut } from './api.js';
 import { el, $, openDialog, relative, when, day, parseScope, isScope, granted, badge } from './dom.js';
 import { drawUsage } from './usage.js';
+import { windowed } from './rows.js';
 
 const ACCESS = ['read', 'write', 'delete'];
 const SOON = 7 * 864e5;
@@ -24,7 +25,8 @@ function signedOut(err) {
   me = null;
   for (const d of document.querySelectorAll('dialog[open]')) d.close();
   $('shown-key').textContent = '';
-  $('keys').tBodies[0].replaceChildren();
+  list.keys = [];
+  setRows([], null);
   $('who').textContent = '';
   $('signin-error').textContent = err && err.message ? 'Signed out: ' + err.message : '';
   show('signin');
@@ -115,12 +117,9 @@ async function load() {
 
 function render() {
   const t0 = performance.now();
-  const frag = document.createDocumentFragment();
-  const now = Date.now();
-  for (const k of list.keys) frag.append(row(k, now));
+  const now = Date.now(); // one now per render: every row's relative time from it
   const table = $('keys');
-  table.tBodies[0].replaceChildren(frag);
-  void table.offsetHeight; // lay it out: the time counts the rendering
+  setRows(list.keys, (k) => row(k, now)); // lays the rows out: the time counts it
   table.dataset.renderMs = (performance.now() - t0).toFixed(1);
   table.dataset.rows = String(list.keys.length);
   $('empty').hidden = list.keys.length > 0;
@@ -129,21 +128,35 @@ function render() {
   $('page-no').textContent = 'Page ' + (list.page + 1);
 }
 
+// setRows renders the page's keys in a window (rows.js): the rows in view
+// and a margin, so that a page of 1,000 keys renders as fast as 50.
+const setRows = windowed($('keys'), 7);
+
 const statusLabel = { active: 'Active', revoked: 'Revoked', expired: 'Expired' };
 
 // rowTemplate is one row of the table, cloned per key (a clone is much
 // cheaper than building the nodes one by one); row fills it with text.
+// The cells hold as few nodes as they can: 1,000 rows are laid out at once.
 const rowTemplate = (() => {
   const btn = (action, cls) => el('button', { type: 'button', class: 'small ' + cls, 'data-action': action });
-  return el('tr', { role: 'row' },
-    el('td', { role: 'cell', 'data-label': 'Name' }, el('button', { type: 'button', class: 'link', 'data-action': 'detail' })),
-    el('td', { role: 'cell', 'data-label': 'Key' }, el('span', { class: 'hint' })),
-    el('td', { role: 'cell', 'data-label': 'Scopes' }),
-    el('td', { role: 'cell', 'data-label': 'Status' }, el('span', { class: 'status' })),
-    el('td', { role: 'cell', 'data-label': 'Last used' }),
-    el('td', { role: 'cell', 'data-label': 'Expires' }),
-    el('td', { role: 'cell', 'data-label': 'Actions' }, btn('edit', 'secondary'), btn('toggle', 'secondary'), btn('regenerate', 'secondary'), btn('delete', 'danger')));
+  return el('tr', null,
+    el('td', { 'data-label': 'Name' }, el('button', { type: 'button', class: 'link', 'data-action': 'detail' })),
+    el('td', { class: 'hint', 'data-label': 'Key' }),
+    el('td', { 'data-label': 'Scopes' }),
+    el('td', { class: 'status', 'data-label': 'Status' }),
+    el('td', { 'data-label': 'Last used' }),
+    el('td', { 'data-label': 'Expires' }),
+    el('td', { 'data-label': 'Actions' }, btn('edit', 'secondary'), btn('toggle', 'secondary'), btn('regenerate', 'secondary'), btn('delete', 'danger')));
 })();
+
+// Hover or focus shows a time's date in full (formatted then, not for
+// every row of every render).
+$('keys').tBodies[0].addEventListener('pointerover', fullTime);
+$('keys').tBodies[0].addEventListener('focusin', fullTime);
+function fullTime(ev) {
+  const c = ev.target.closest && ev.target.closest('[data-at]');
+  if (c && !c.title) c.title = (c.classList.contains('soon') ? 'Expires ' : '') + when(c.dataset.at);
+}
 
 function row(k, now) {
   const tr = rowTemplate.cloneNode(true);
@@ -153,23 +166,28 @@ function row(k, now) {
   nb.textContent = k.name;
   nb.title = 'Details of ' + k.name;
   if (me.operator) name.append(el('div', { class: 'muted' }, k.account));
-  hint.firstChild.textContent = k.hint;
-  scopes.append(...k.scopes.map(badge));
-  const st = status.firstChild;
-  st.textContent = statusLabel[k.status] || k.status;
-  st.classList.add(k.status);
+  hint.textContent = k.hint;
+  for (const s of k.scopes) scopes.append(badge(s));
+  status.textContent = statusLabel[k.status] || k.status;
+  status.classList.add(k.status);
   if (k.status === 'active' && k.expires_at && Date.parse(k.expires_at) - now < SOON) {
-    status.append(el('span', { class: 'soon', title: 'Expires ' + when(k.expires_at) }, 'Expires soon'));
+    status.append(el('span', { class: 'soon', 'data-at': k.expires_at }, 'Expires soon'));
   }
-  used.textContent = k.last_used_at ? relative(k.last_used_at, now) : 'Never used';
-  if (k.last_used_at) used.title = when(k.last_used_at);
-  expires.textContent = k.expires_at ? day(k.expires_at) : 'Never';
-  if (k.expires_at) expires.title = when(k.expires_at);
+  if (k.last_used_at) {
+    used.textContent = relative(k.last_used_at, now);
+    used.dataset.at = k.last_used_at;
+  } else used.textContent = 'Never used';
+  if (k.expires_at) {
+    expires.textContent = day(k.expires_at);
+    expires.dataset.at = k.expires_at;
+  } else expires.textContent = 'Never';
   const labels = ['Edit', k.status === 'revoked' ? 'Activate' : 'Revoke', 'Regenerate', 'Delete'];
-  [...actions.children].forEach((b, i) => {
-    b.textContent = labels[i];
-    b.setAttribute('aria-label', labels[i] + ' ' + k.name);
-  });
+  let b = actions.firstChild;
+  for (const l of labels) {
+    b.textContent = l;
+    b.setAttribute('aria-label', l + ' ' + k.name);
+    b = b.nextSibling;
+  }
   return tr;
 }
 

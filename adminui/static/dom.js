@@ -71,8 +71,13 @@ export function granted(held, want) {
   });
 }
 
-// badge is a scope's badge: its text names the access, the colour repeats it.
+// badge is a scope's badge: its text names the access, the colour repeats
+// it. One template per access, cloned (a table of 1,000 keys has thousands).
+const badges = {};
 export function badge(s) {
   const { access } = parseScope(s);
-  return el('span', { class: 'badge ' + access, title: access + ' access' }, s);
+  const t = badges[access] || (badges[access] = el('span', { class: 'badge ' + access, title: access + ' access' }));
+  const b = t.cloneNode(false);
+  b.textContent = s;
+  return b;
 }

@@ -60,7 +60,7 @@ func TestBrowserPage(t *testing.T) {
 	}
 	// rowStatus is the Status cell of the row of the key named name.
 	rowStatus := func(name string) string {
-		return fmt.Sprintf(`[...document.querySelectorAll('#keys tbody tr')].filter((tr) => tr.cells[0].querySelector('button').textContent === %s).map((tr) => tr.cells[3].textContent).join('|')`, js(name))
+		return fmt.Sprintf(`[...document.querySelectorAll('#keys tbody tr[data-id]')].filter((tr) => tr.cells[0].querySelector('button').textContent === %s).map((tr) => tr.cells[3].textContent).join('|')`, js(name))
 	}
 	// shownKey waits for the shown-once dialog and reads the key from it.
 	shownKey := func() string {
