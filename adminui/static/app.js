@@ -529,12 +529,17 @@ async function usage() {
   const step = interval === 'hour' ? 36e5 : 864e5;
   const to = Math.floor(Date.now() / step) * step + step;
   const from = to - (interval === 'hour' ? 48 : 30) * step;
-  let data = null;
+  const iso = (ms) => new Date(ms).toISOString().replace(/\.000Z$/, 'Z');
+  let nodes;
   try {
-    data = await api('GET', path(k, '/usage') + query({ from: new Date(from).toISOString(), to: new Date(to).toISOString(), interval }));
-  } catch { data = null; }
-  if (k !== detailKey) return;
-  $('usage').replaceChildren(...drawUsage(data, interval));
+    const data = await api('GET', path(k, '/usage') + query({ from: iso(from), to: iso(to), interval }));
+    nodes = drawUsage(data, interval);
+  } catch (err) {
+    // 404: a server without usage history (or the key is gone).
+    nodes = err.status === 404 ? drawUsage(null, interval) : [el('p', { class: 'error' }, 'Usage history: ' + err.message)];
+  }
+  if (k !== detailKey || interval !== $('usage-interval').value) return;
+  $('usage').replaceChildren(...nodes);
 }
 $('usage-interval').addEventListener('change', usage);
 $('detail-close').addEventListener('click', () => $('detail').close());

@@ -10,47 +10,57 @@ const svg = (tag, attrs, text) => {
   return e;
 };
 
-// refusedCount sums the refusals of a point, kept by outcome.
-function refusedCount(r) {
-  if (typeof r === 'number') return r;
-  return Object.values(r || {}).reduce((a, b) => a + (Number(b) || 0), 0);
+// series checks an answer of GET /keys/{id}/usage (docs/usage.md):
+// {key, account, interval, from, to, points: [{start, passed, refused:
+// {code: n}, refused_total}], totals: {passed, refused, refused_total}}.
+// It returns null for anything else.
+const count = (n) => Number.isSafeInteger(n) && n >= 0;
+const counts = (c) => c && count(c.passed) && count(c.refused_total) && c.refused && typeof c.refused === 'object';
+export function series(data, interval) {
+  if (!data || data.interval !== interval || !Array.isArray(data.points) || !counts(data.totals)) return null;
+  if (!data.points.every((p) => p && typeof p.start === 'string' && !Number.isNaN(Date.parse(p.start)) && counts(p))) return null;
+  return data;
 }
 
-// points finds the series in an answer of GET /keys/{id}/usage.
-function points(data) {
-  if (!data) return null;
-  const p = Array.isArray(data) ? data : data.points || data.series || data.buckets;
-  return Array.isArray(p) ? p : null;
+// byCode is "rate_limited 57, insufficient_scope 3": the codes that
+// refused requests, most first.
+function byCode(refused) {
+  return Object.entries(refused).filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1]).map(([c, n]) => c + ' ' + n).join(', ');
 }
 
-// drawUsage returns the nodes of the chart, or "Usage history unavailable"
-// when the server has no usage endpoint (or it failed).
+const plural = (n, unit) => n + ' ' + unit + (n === 1 ? '' : 's');
+
+// drawUsage returns the nodes of the chart of an answer (null: the server
+// has no usage history for the key, "Usage history unavailable").
 export function drawUsage(data, interval) {
-  const ps = points(data);
-  if (!ps) return [el('p', { class: 'muted' }, 'Usage history unavailable')];
-  const rows = ps.map((p) => ({ start: p.start, passed: Number(p.passed) || 0, refused: refusedCount(p.refused) }));
-  const max = Math.max(1, ...rows.map((r) => r.passed + r.refused));
+  if (!data) return [el('p', { class: 'muted' }, 'Usage history unavailable')];
+  const u = series(data, interval);
+  if (!u) return [el('p', { class: 'error' }, 'The usage history could not be read (an unexpected answer).')];
+  const ps = u.points;
+  const max = Math.max(1, ...ps.map((p) => p.passed + p.refused_total));
   const W = 480, H = 140, pad = 18;
-  const bw = rows.length ? (W - pad) / rows.length : 0;
-  const chart = svg('svg', { class: 'chart', viewBox: `0 0 ${W} ${H + 16}`, role: 'img', 'aria-label': 'Requests per ' + interval });
-  rows.forEach((r, i) => {
+  const bw = ps.length ? (W - pad) / ps.length : 0;
+  const chart = svg('svg', { class: 'chart', viewBox: `0 0 ${W} ${H + 16}`, role: 'img', 'aria-label': 'Requests per ' + interval + ', passed and refused' });
+  const label = (iso) => new Date(iso).toLocaleString(undefined, interval === 'hour' ? { dateStyle: 'short', timeStyle: 'short' } : { dateStyle: 'medium' });
+  ps.forEach((p, i) => {
     const x = pad + i * bw;
-    const hp = (r.passed / max) * H, hr = (r.refused / max) * H;
+    const hp = (p.passed / max) * H, hr = (p.refused_total / max) * H;
+    const codes = byCode(p.refused);
     const g = svg('g');
-    g.append(svg('title', null, new Date(r.start).toLocaleString() + ': ' + r.passed + ' passed, ' + r.refused + ' refused'));
+    g.append(svg('title', null, label(p.start) + ': ' + p.passed + ' passed, ' + p.refused_total + ' refused' + (codes ? ' (' + codes + ')' : '')));
     g.append(svg('rect', { class: 'passed', x: x + 0.5, y: H - hp, width: Math.max(bw - 1, 0.5), height: hp }));
     g.append(svg('rect', { class: 'refused', x: x + 0.5, y: H - hp - hr, width: Math.max(bw - 1, 0.5), height: hr }));
     chart.append(g);
   });
   chart.append(svg('text', { x: 0, y: 10 }, String(max)));
-  if (rows.length) {
-    chart.append(svg('text', { x: pad, y: H + 14 }, new Date(rows[0].start).toLocaleString()));
-    chart.append(svg('text', { x: W, y: H + 14, 'text-anchor': 'end' }, new Date(rows[rows.length - 1].start).toLocaleString()));
+  if (ps.length) {
+    chart.append(svg('text', { x: pad, y: H + 14 }, label(ps[0].start)));
+    chart.append(svg('text', { x: W, y: H + 14, 'text-anchor': 'end' }, label(ps[ps.length - 1].start)));
   }
-  const passed = rows.reduce((a, r) => a + r.passed, 0), refused = rows.reduce((a, r) => a + r.refused, 0);
+  const t = u.totals, codes = byCode(t.refused);
   return [
     chart,
     el('p', { class: 'legend' }, el('span', null, el('span', { class: 'sw passed' }), 'Passed'), el('span', null, el('span', { class: 'sw refused' }), 'Refused')),
-    el('p', { class: 'usage-summary' }, passed + ' passed and ' + refused + ' refused over ' + rows.length + ' ' + interval + (rows.length === 1 ? '' : 's') + '.'),
+    el('p', { class: 'usage-summary' }, t.passed + ' passed and ' + t.refused_total + ' refused' + (codes ? ' (' + codes + ')' : '') + ' over ' + plural(ps.length, interval) + '.'),
   ];
 }

@@ -220,8 +220,59 @@ func TestBrowserPage(t *testing.T) {
 		b.use(t)
 		b.click("Zapier Sync")
 		b.waitFor("the audit log", `[...document.querySelectorAll('#audit td')].some((e) => e.textContent.startsWith('regenerated'))`)
-		b.waitFor("the usage chart or its absence", `document.querySelector('#usage .chart') || document.getElementById('usage').textContent === 'Usage history unavailable'`)
+		// With GET /keys/{id}/usage (docs/usage.md) the chart, without it
+		// (404) "Usage history unavailable".
+		var usageStatus int
+		b.eval(`fetch('ui/api/keys/' + [...document.querySelectorAll('#keys tbody tr[data-id]')].find((tr) => tr.cells[0].querySelector('button').textContent === 'Zapier Sync').dataset.id + '/usage').then((r) => r.status)`, &usageStatus)
+		switch usageStatus {
+		case http.StatusOK:
+			b.waitFor("the usage chart", `document.querySelector('#usage .chart') && document.querySelector('#usage .usage-summary').textContent.endsWith('over 48 hours.')`)
+		case http.StatusNotFound:
+			b.waitFor("no usage history", `document.getElementById('usage').textContent === 'Usage history unavailable'`)
+		default:
+			t.Errorf("GET /keys/{id}/usage: %d", usageStatus)
+		}
 		b.click("Close")
+	})
+
+	t.Run("usage chart", func(t *testing.T) {
+		b.use(t)
+		// The answer of docs/usage.md's example, drawn by the page's chart.
+		const answer = `{"key": "01a24e35-766c-7171-b7d0-521cb45de2f2", "account": "acme", "interval": "hour",
+			"from": "2026-12-07T00:00:00Z", "to": "2026-12-07T02:00:00Z",
+			"points": [
+				{"start": "2026-12-07T00:00:00Z", "passed": 0, "refused": {"account_inactive": 0, "insufficient_scope": 0, "key_expired": 0, "key_revoked": 0, "quota_exceeded": 0, "rate_limited": 0}, "refused_total": 0},
+				{"start": "2026-12-07T01:00:00Z", "passed": 1204, "refused": {"account_inactive": 0, "insufficient_scope": 3, "key_expired": 0, "key_revoked": 0, "quota_exceeded": 0, "rate_limited": 57}, "refused_total": 60}],
+			"totals": {"passed": 1204, "refused": {"account_inactive": 0, "insufficient_scope": 3, "key_expired": 0, "key_revoked": 0, "quota_exceeded": 0, "rate_limited": 57}, "refused_total": 60}}`
+		for _, tc := range []struct {
+			name, data, interval string
+			want                 string // the text of the nodes drawn
+			bars                 int
+		}{
+			{"the usage answer", answer, "hour", "1204 passed and 60 refused (rate_limited 57, insufficient_scope 3) over 2 hours.", 2},
+			{"no usage history", "null", "hour", "Usage history unavailable", 0},
+			{"another interval", answer, "day", "The usage history could not be read (an unexpected answer).", 0},
+			{"a guessed shape", `{"interval": "hour", "series": [{"start": "2026-12-07T00:00:00Z", "passed": 1, "refused": 0}]}`, "hour", "The usage history could not be read (an unexpected answer).", 0},
+			{"refused as a number", `{"interval": "hour", "points": [{"start": "2026-12-07T00:00:00Z", "passed": 1, "refused": 2}], "totals": {"passed": 1, "refused": 2}}`, "hour", "The usage history could not be read (an unexpected answer).", 0},
+		} {
+			var got struct {
+				Text  string
+				Bars  int
+				Title string
+			}
+			b.eval(`import(new URL('ui/usage.js', location.href).href).then((m) => {
+				const div = document.createElement('div');
+				div.append(...m.drawUsage(`+tc.data+`, `+js(tc.interval)+`));
+				const last = [...div.querySelectorAll('svg g title')].pop();
+				return {Text: [...div.querySelectorAll('p')].pop().textContent, Bars: div.querySelectorAll('svg g').length, Title: last ? last.textContent : ''};
+			})`, &got)
+			if got.Text != tc.want || got.Bars != tc.bars {
+				t.Errorf("%s: drew %q with %d bars, want %q with %d", tc.name, got.Text, got.Bars, tc.want, tc.bars)
+			}
+			if tc.bars > 0 && !strings.HasSuffix(got.Title, ": 1204 passed, 60 refused (rate_limited 57, insufficient_scope 3)") {
+				t.Errorf("%s: the last bar's title is %q", tc.name, got.Title)
+			}
+		}
 	})
 
 	if shot := os.Getenv("APIKEY_UI_SCREENSHOT"); shot != "" {
