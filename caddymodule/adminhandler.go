@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -10,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-apikey/caddy-apikey/adminapi"
+	"github.com/caddy-apikey/caddy-apikey/adminui"
 	"github.com/caddy-apikey/caddy-apikey/keystore"
 )
 
@@ -31,6 +33,11 @@ func init() {
 //		apikey_admin
 //	}
 //
+// It also serves the API Keys web page (package adminui) to browsers at
+// its mount (/manage/ above), and the page's files and session under
+// /ui/ (/manage/ui/...): a manager signs in by pasting a key that holds an
+// apikeys scope, and the page drives the same API with the same rules.
+//
 // As the apikey handler does by default, it refuses a path with an encoded
 // slash or backslash or a dot segment (400 invalid_path) before the key is
 // checked: no path of the API has one, and so the API routes exactly the
@@ -46,6 +53,7 @@ type AdminHandler struct {
 
 	paths  pathGuard
 	auth   authenticator
+	page   *adminui.Handler
 	logger *zap.Logger
 }
 
@@ -70,6 +78,14 @@ func (h *AdminHandler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.auth = auth
+	h.page = adminui.New(adminui.Options{
+		Backend:   auth.app.pageBackend,
+		Resources: auth.app.resources.list,
+		Logger:    h.logger,
+		Checked: func(r *http.Request, res keystore.Result) {
+			h.auth.decided(r, res.Outcome, res.Key, time.Time{})
+		},
+	})
 	return nil
 }
 
@@ -80,6 +96,10 @@ func (h *AdminHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddy
 	start := decisionTimer()
 	if h.paths.refused(w, r.URL) {
 		h.auth.decided(r, outcomeInvalidPath, nil, start)
+		return nil
+	}
+	if adminui.IsPagePath(r.URL.Path) {
+		h.page.Serve(w, r, mountOf(r))
 		return nil
 	}
 	res, _, ok := h.auth.authenticate(w, r, keystore.Scope{}, false, h.logger, start)

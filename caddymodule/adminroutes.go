@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"net/http"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -14,9 +15,10 @@ func init() {
 }
 
 // AdminRoutes serves the admin API on Caddy's admin endpoint, under
-// /apikey/: the operator's full control over every account's keys. It
-// relies on the admin endpoint's own protection (localhost by default).
-// Requests go to the store of the running config's apikey app.
+// /apikey/: the operator's full control over every account's keys, and
+// the API Keys web page at /apikey/ui/ (every account, their status and
+// limits). It relies on the admin endpoint's own protection (localhost by
+// default). Requests go to the store of the running config's apikey app.
 type AdminRoutes struct{}
 
 // CaddyModule returns the Caddy module information.
@@ -48,6 +50,14 @@ func serveAdmin(w http.ResponseWriter, r *http.Request) error {
 		adminapi.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the key store could not be opened; see Caddy's log")
 		return nil
 	}
+	if r.URL.Path == "/apikey/ui" {
+		http.Redirect(w, r, "/apikey/ui/", http.StatusMovedPermanently)
+		return nil
+	}
+	if page, ok := strings.CutPrefix(r.URL.Path, "/apikey/ui/"); ok {
+		appIface.(*App).page.Serve(w, stripTo(r, "/"+page), "/apikey/ui")
+		return nil
+	}
 	if r.URL.Path == "/apikey/status" {
 		serveStatus(w, r, appIface.(*App), b.verifier.Store)
 		return nil
@@ -56,6 +66,16 @@ func serveAdmin(w http.ResponseWriter, r *http.Request) error {
 		b.api.Serve(w, r, adminapi.OperatorCaller())
 	})).ServeHTTP(w, r)
 	return nil
+}
+
+// stripTo returns r with its path replaced by p (a suffix of it).
+func stripTo(r *http.Request, p string) *http.Request {
+	r2 := new(http.Request)
+	*r2 = *r
+	u := *r.URL
+	u.Path, u.RawPath = p, ""
+	r2.URL = &u
+	return r2
 }
 
 // Interface guards.

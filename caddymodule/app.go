@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-apikey/caddy-apikey/adminapi"
+	"github.com/caddy-apikey/caddy-apikey/adminui"
 	"github.com/caddy-apikey/caddy-apikey/keystore"
 )
 
@@ -114,6 +115,11 @@ type App struct {
 	dir       string       // Badger's directory; "" on another backend
 	store     StoreBackend // where the keys live
 	logger    *zap.Logger
+	// resources are those the config's apikey handlers require scopes
+	// of, for the API Keys page.
+	resources *resourceSet
+	// page is the API Keys page of the admin endpoint (/apikey/ui/).
+	page *adminui.Handler
 
 	open *opening // set in Provision
 }
@@ -160,6 +166,13 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.ctx = ctx
 	a.open = new(opening)
 	a.tracing = new(tracingState)
+	a.resources = new(resourceSet)
+	a.page = adminui.New(adminui.Options{
+		Operator:  true,
+		Backend:   a.pageBackend,
+		Resources: a.resources.list,
+		Logger:    a.logger.Named("ui"),
+	})
 	// The events app, if the config has one (Caddy's tls app loads it; a
 	// config without it has no subscriber to tell).
 	if ev, err := ctx.AppIfConfigured("events"); err == nil {

@@ -186,7 +186,7 @@ create ("name", "scopes", "account", "expires_at", "type", ...).`,
 	}
 	account.AddCommand(accountCreate, accountList, cliAccountShowCommand(), cliAccountUpdateCommand(), accountSetStatus)
 
-	cmd.AddCommand(create, list, show, cliUpdateCommand(), revoke, activate, regenerate, del, imp, cliLoadCommand(), cliMigrateCommand(), cliStatusCommand(), account)
+	cmd.AddCommand(create, list, show, cliUpdateCommand(), revoke, activate, regenerate, del, imp, cliLoadCommand(), cliMigrateCommand(), cliStatusCommand(), cliUICommand(), account)
 }
 
 // cli is what a subcommand runs with: where its output goes and how it
@@ -344,16 +344,8 @@ func (c *cli) call(method, uri string, body any) ([]byte, error) {
 		}
 		r = bytes.NewReader(raw)
 	}
-	if c.addr == "" {
-		fs := c.cmd.Flags()
-		address, _ := fs.GetString("address")
-		configFile, _ := fs.GetString("config")
-		adapter, _ := fs.GetString("adapter")
-		addr, err := cliAdminAddress(address, configFile, adapter, c.cmd.InOrStdin())
-		if err != nil {
-			return nil, err
-		}
-		c.addr = addr
+	if err := c.findAdmin(); err != nil {
+		return nil, err
 	}
 	resp, err := caddycmd.AdminAPIRequest(c.addr, method, uri, nil, r)
 	if err != nil {
@@ -365,6 +357,24 @@ func (c *cli) call(method, uri string, body any) ([]byte, error) {
 		return nil, fmt.Errorf("reading the admin endpoint's answer: %v", err)
 	}
 	return raw, nil
+}
+
+// findAdmin sets c.addr, the admin endpoint's address (--address,
+// --config), once.
+func (c *cli) findAdmin() error {
+	if c.addr != "" {
+		return nil
+	}
+	fs := c.cmd.Flags()
+	address, _ := fs.GetString("address")
+	configFile, _ := fs.GetString("config")
+	adapter, _ := fs.GetString("adapter")
+	addr, err := cliAdminAddress(address, configFile, adapter, c.cmd.InOrStdin())
+	if err != nil {
+		return err
+	}
+	c.addr = addr
+	return nil
 }
 
 // decode unmarshals an answer, saying which request it came from.

@@ -111,6 +111,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.auth = auth
+	auth.app.resources.add(h.req.Resource)
 	return nil
 }
 

@@ -113,11 +113,30 @@ func (v *Verifier) Verify(cred string, req Scope, needScope bool) (Result, error
 		return Result{Outcome: MalformedKey}, nil
 	}
 	t := v.Store.now()
-	now := t.UnixNano()
 	if v.Store.isStale.Load() {
 		return Result{}, ErrStale
 	}
 	e, err := v.Store.lookup(HashKey(cred))
+	return v.decideEntry(e, err, t, req, needScope)
+}
+
+// VerifyHash runs Verify's checks after the format's, from the lookup on,
+// for the key whose SHA-256 is h: for a caller that keeps a key's hash and
+// never its plaintext, such as a web page's session, and checks the key
+// again on every request as if it were sent.
+func (v *Verifier) VerifyHash(h Hash, req Scope, needScope bool) (Result, error) {
+	t := v.Store.now()
+	if v.Store.isStale.Load() {
+		return Result{}, ErrStale
+	}
+	e, err := v.Store.lookup(h)
+	return v.decideEntry(e, err, t, req, needScope)
+}
+
+// decideEntry is Verify's decision on the entry a lookup at t found (nil:
+// none) or its error.
+func (v *Verifier) decideEntry(e *entry, err error, t time.Time, req Scope, needScope bool) (Result, error) {
+	now := t.UnixNano()
 	if err != nil {
 		return Result{}, err
 	}
