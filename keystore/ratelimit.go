@@ -80,6 +80,9 @@ type bucket struct {
 	lim  *rate.Limiter
 	cfg  *Limit // the limit lim was made for (a key's own points into its cache entry)
 	dead bool
+	// g, on an engine with kv.Limits, is the bucket's lease of the
+	// engine's bucket (globallimit.go), which decides instead of lim.
+	g *tokenLease
 }
 
 func newBucket(l *Limit) *bucket {
@@ -100,6 +103,10 @@ func (b *bucket) takeLive(l *Limit, now time.Time) (st RateState, ok, live bool)
 	defer b.mu.Unlock()
 	if b.dead {
 		return RateState{}, false, false
+	}
+	if b.g != nil {
+		st, ok = b.g.take(l, now)
+		return st, ok, true
 	}
 	if b.cfg != l && *b.cfg != *l {
 		b.adopt(l, now)
@@ -128,6 +135,10 @@ func (b *bucket) adopt(l *Limit, now time.Time) {
 
 // refund gives back a token taken by a request that a later check refused.
 func (b *bucket) refund(now time.Time) {
+	if b.g != nil {
+		b.g.refund()
+		return
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.lim.AllowN(now, -1)
@@ -136,6 +147,9 @@ func (b *bucket) refund(now time.Time) {
 // fullLocked reports whether the bucket is full: then it is
 // indistinguishable from a new one and can be dropped. b.mu is held.
 func (b *bucket) fullLocked(now time.Time) bool {
+	if b.g != nil {
+		return b.g.idle(now)
+	}
 	return b.lim.TokensAt(now) >= float64(b.cfg.Burst)
 }
 
@@ -157,6 +171,8 @@ const limiterShards = 64
 // by sweep, which changes nothing (a new bucket starts full), so memory is
 // bounded by the keys active within their refill time.
 type limiters struct {
+	// global, if not nil, makes the buckets leases of the engine's.
+	global *globalLimits
 	shards [limiterShards]struct {
 		mu sync.RWMutex
 		m  map[string]*bucket
@@ -194,6 +210,9 @@ func (ls *limiters) get(id string, shard uint8, l *Limit) *bucket {
 	defer sh.mu.Unlock()
 	if b = sh.m[id]; b == nil {
 		b = newBucket(l)
+		if ls.global != nil {
+			b.g = ls.global.newTokenLease("k/"+id, l)
+		}
 		sh.m[id] = b
 	}
 	return b
@@ -241,6 +260,9 @@ func (st *accountState) bucket(l *Limit) *bucket {
 		return b
 	}
 	b := newBucket(l)
+	if st.global != nil {
+		b.g = st.global.newTokenLease("a/"+st.acct.Load().ID, l)
+	}
 	if st.rate.CompareAndSwap(nil, b) {
 		return b
 	}

@@ -209,7 +209,7 @@ func (s *Store) reloadAccount(id string) error {
 		st.set(a)
 		return nil
 	}
-	st := newAccountState(a, q)
+	st := s.newAccountState(a, q)
 	s.accounts[id] = st
 	s.acctIndex.Store(id, st)
 	return nil
