@@ -3,6 +3,7 @@ package keystore
 import (
 	"fmt"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -140,3 +141,223 @@ func TestReplicasGlobalRateLimit(t *testing.T) {
 	}
 }
 
+// drain sends requests with cred round robin through vs until every
+// verifier refused one in a row, and returns how many passed.
+func drain(t *testing.T, vs []*Verifier, cred string) int {
+	t.Helper()
+	passed := 0
+	for range 1000 {
+		refused := 0
+		for _, v := range vs {
+			switch o := outcome(t, v, cred); o {
+			case OK:
+				passed++
+			case RateLimited, QuotaExceeded:
+				refused++
+			default:
+				t.Fatalf("outcome %s", o.Code())
+			}
+		}
+		if refused == len(vs) {
+			return passed
+		}
+	}
+	t.Fatal("the limit never refused")
+	return 0
+}
+
+// TestReplicasGlobalLimitChange: a limit changed on one replica applies
+// on every replica within a second, and what was consumed counts against
+// the new limit; refusals while the bucket is known empty make no Redis
+// call.
+func TestReplicasGlobalLimitChange(t *testing.T) {
+	srv := redistest.Start(t)
+	rs := replicasNS(t, srv, 3, "glc:", Options{})
+	vs := make([]*Verifier, len(rs))
+	for i, s := range rs {
+		vs[i] = &Verifier{Store: s, Format: DefaultFormat()}
+	}
+	// Refills of a token an hour: the test sees the bursts only.
+	k, plain := mustCreate(t, rs[0], DefaultFormat(), NewKey{RateLimit: &RateLimit{Requests: 10, Window: "1h", Burst: 10}})
+	within(t, "the key everywhere", time.Second, func() bool { return outcome(t, vs[2], plain) == OK })
+	if n := 1 + drain(t, vs, plain); n != 10 {
+		t.Errorf("a burst of 10 across 3 replicas passed %d", n)
+	}
+	before := refills(rs)
+	for range 100 {
+		for _, v := range vs {
+			res, err := v.Verify(plain, Scope{}, false)
+			if err != nil || res.Outcome != RateLimited || res.RetryAfter < 300 {
+				t.Fatalf("a request on an empty bucket: %v %s Retry-After %d, want rate_limited with about 6 minutes", err, res.Outcome.Code(), res.RetryAfter)
+			}
+		}
+	}
+	if n := refills(rs) - before; n != 0 {
+		t.Errorf("300 refusals of a bucket known empty made %d Redis calls, want 0", n)
+	}
+
+	for _, step := range []struct {
+		burst, want int
+	}{{25, 15}, {30, 5}, {20, 0}} {
+		if _, err := rs[1].UpdateKey(k.ID, KeyPatch{RateLimit: &RateLimit{Requests: step.burst, Window: "1h", Burst: step.burst}}, "t"); err != nil {
+			t.Fatal(err)
+		}
+		if step.want > 0 {
+			for _, v := range vs {
+				took := within(t, "the new limit", time.Second, func() bool { return outcome(t, v, plain) == OK })
+				t.Logf("burst %d applied on a replica after %v", step.burst, took.Round(time.Millisecond))
+			}
+			if n := len(vs) + drain(t, vs, plain); n != step.want {
+				t.Errorf("burst %d after what was consumed: passed %d, want %d", step.burst, n, step.want)
+			}
+			continue
+		}
+		time.Sleep(200 * time.Millisecond)
+		if n := drain(t, vs, plain); n != 0 {
+			t.Errorf("burst lowered under what was consumed: passed %d, want 0", n)
+		}
+	}
+}
+
+// TestReplicasGlobalQuota: a key's and an account's quota count every
+// replica's requests: racing replicas pass at most the quota and no less
+// than the quota minus a lease per replica; quota_used is the cluster's
+// count on every replica, after a replica restarts and after Redis
+// restarts (appendonly on).
+func TestReplicasGlobalQuota(t *testing.T) {
+	srv := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
+	rs := replicasNS(t, srv, 3, "gq:", Options{})
+	vs := make([]*Verifier, len(rs))
+	for i, s := range rs {
+		vs[i] = &Verifier{Store: s, Format: DefaultFormat(), DefaultLimit: &Limit{}}
+	}
+	const quota = 300
+	if _, err := rs[0].CreateAccount(Account{ID: "acme", Quota: &Quota{Requests: 2 * quota, Period: PeriodMonth}}); err != nil {
+		t.Fatal(err)
+	}
+	k, plain := mustCreate(t, rs[0], DefaultFormat(), NewKey{Quota: &Quota{Requests: quota, Period: PeriodDay}})
+	_, acctKey := mustCreate(t, rs[0], DefaultFormat(), NewKey{Account: "acme"})
+	for _, cred := range []string{plain, acctKey} {
+		for _, v := range vs {
+			within(t, "the keys everywhere", time.Second, func() bool {
+				e, err := v.Store.lookup(HashKey(cred))
+				return err == nil && e != nil
+			})
+		}
+	}
+	race := func(cred string, perReplica int) int {
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		passed := 0
+		for _, v := range vs {
+			for range 4 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for range perReplica / 4 {
+						res, err := v.Verify(cred, Scope{}, false)
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						if res.Outcome == OK {
+							mu.Lock()
+							passed++
+							mu.Unlock()
+						}
+					}
+				}()
+			}
+		}
+		wg.Wait()
+		return passed
+	}
+	for _, c := range []struct {
+		name  string
+		cred  string
+		quota int
+	}{{"key", plain, quota}, {"account", acctKey, 2 * quota}} {
+		n := race(c.cred, c.quota)
+		lease := max(1, c.quota/100/len(vs))
+		t.Logf("%s quota %d: 3 replicas racing passed %d", c.name, c.quota, n)
+		if n > c.quota || n < c.quota-lease*len(vs) {
+			t.Errorf("%s quota %d: passed %d, want at most the quota and at least the quota less a lease (%d) per replica", c.name, c.quota, n, lease)
+		}
+	}
+	used := func(s *Store) int64 {
+		u, _, ok := s.QuotaUsage(k)
+		if !ok {
+			t.Fatal("no quota")
+		}
+		return u
+	}
+	for i, s := range rs {
+		if u := used(s); u != quota {
+			t.Errorf("replica %d: quota_used %d, want %d (the cluster's)", i, u, quota)
+		}
+		if u, _, _ := s.AccountQuotaUsage("acme"); u != 2*quota {
+			t.Errorf("replica %d: the account's quota_used %d, want %d", i, u, 2*quota)
+		}
+	}
+	// A restarted replica, and a restarted Redis, keep the count.
+	rs[0].Close()
+	fresh := replicasNS(t, srv, 1, "gq:", Options{})[0]
+	if u := used(fresh); u != quota {
+		t.Errorf("a restarted replica: quota_used %d, want %d", u, quota)
+	}
+	if o := outcome(t, &Verifier{Store: fresh, Format: DefaultFormat()}, plain); o != QuotaExceeded {
+		t.Errorf("a restarted replica: %s, want quota_exceeded", o.Code())
+	}
+	srv.Restart()
+	within(t, "Redis back", 5*time.Second, func() bool {
+		u, _, _ := rs[1].QuotaUsage(k)
+		return u == quota
+	})
+	if u := used(rs[2]); u != quota {
+		t.Errorf("after Redis restarted: quota_used %d, want %d", u, quota)
+	}
+}
+
+// TestReplicasGlobalLimitOutage: with Redis stopped (SIGSTOP) and a long
+// max_staleness, each replica spends what it holds, then a third (the
+// replicas it saw alive) of the limit, never the whole limit; past
+// max_staleness it refuses with ErrStale; after SIGCONT the shared bucket
+// decides again.
+func TestReplicasGlobalLimitOutage(t *testing.T) {
+	srv := redistest.Start(t)
+	rs := replicasNS(t, srv, 3, "glo:", Options{MaxStaleness: 3 * time.Second})
+	vs := make([]*Verifier, len(rs))
+	for i, s := range rs {
+		vs[i] = &Verifier{Store: s, Format: DefaultFormat()}
+	}
+	const rate, burst = 60, 60
+	_, plain := mustCreate(t, rs[0], DefaultFormat(), NewKey{RateLimit: &RateLimit{Requests: rate, Window: "1s", Burst: burst}})
+	for _, v := range vs {
+		within(t, "the key everywhere", time.Second, func() bool { return outcome(t, v, plain) == OK })
+	}
+	for _, s := range rs {
+		within(t, "three replicas alive", 2*time.Second, func() bool { return s.Stats().Replicas == 3 })
+	}
+	srv.Signal(syscall.SIGSTOP)
+	defer srv.Signal(syscall.SIGCONT)
+	const d = 2 * time.Second
+	passed, elapsed := drive(t, vs, []string{plain}, []float64{1. / 3, 1. / 3, 1. / 3}, 600, d)
+	share := float64(burst)/3 + rate/3*elapsed.Seconds()
+	held := float64(2 * leaseMin)
+	t.Logf("Redis stopped: each replica passed %v in %v (a share: %.0f, and at most %.0f held)", passed, elapsed.Round(time.Millisecond), share, held)
+	for i, n := range passed {
+		if float64(n) > share+held+1 || float64(n) < share*0.8 {
+			t.Errorf("replica %d passed %d with Redis stopped, want about its share %.0f (plus at most %.0f held)", i, n, share, held)
+		}
+	}
+	within(t, "ErrStale past max_staleness", 2*time.Second, func() bool {
+		_, err := vs[0].Verify(plain, Scope{}, false)
+		return err == ErrStale
+	})
+	srv.Signal(syscall.SIGCONT)
+	within(t, "served again", 3*time.Second, func() bool {
+		res, err := vs[1].Verify(plain, Scope{}, false)
+		return err == nil && res.Outcome == OK
+	})
+	within(t, "the shared bucket decides again", 3*time.Second, func() bool { return !rs[1].global.down.Load() })
+}
