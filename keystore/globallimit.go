@@ -255,8 +255,11 @@ type tokenLease struct {
 	demandAt int64
 	lastUse  int64
 	// share is the per-process share of the limit while the engine is
-	// unreachable (nil otherwise).
+	// unreachable (nil otherwise); owed counts the requests it passed,
+	// taken from the engine's bucket (into debt) when it answers again,
+	// so that an outage's passes count against the limit after all.
 	share *rate.Limiter
+	owed  int64
 }
 
 // leasePart is one grant of the engine: n tokens, token i (from 0) due
@@ -397,7 +400,7 @@ func (tl *tokenLease) want(t int64) int64 {
 // request is the engine call for the next lease. tl.mu is held (or the
 // lease is queued, and only the refiller touches the request).
 func (tl *tokenLease) request() kv.TokenTake {
-	return kv.TokenTake{Bucket: tl.id, Rate: float64(tl.cfg.perSecond()), Burst: int64(tl.cfg.Burst), Want: tl.want(time.Now().UnixNano()), Ahead: leaseAhead}
+	return kv.TokenTake{Bucket: tl.id, Rate: float64(tl.cfg.perSecond()), Burst: int64(tl.cfg.Burst), Want: tl.want(time.Now().UnixNano()) + tl.owed, Ahead: leaseAhead}
 }
 
 // refilled records the engine's answer to a queued request, received
@@ -422,7 +425,13 @@ func (tl *tokenLease) apply(tk *kv.TokenTake, at int64, err error) {
 		return
 	}
 	tl.emptyUntil = 0
-	part := leasePart{n: tk.Granted, before: tk.Before, at: at, perNano: tk.Rate / 1e9}
+	// The first tokens pay what an outage passed.
+	paid := min(tk.Granted, tl.owed)
+	tl.owed -= paid
+	if paid == tk.Granted {
+		return
+	}
+	part := leasePart{n: tk.Granted - paid, before: tk.Before - float64(paid), at: at, perNano: tk.Rate / 1e9}
 	if tl.parts[0].spent >= tl.parts[0].n {
 		tl.parts[0] = part
 	} else {
@@ -436,7 +445,7 @@ func (tl *tokenLease) apply(tk *kv.TokenTake, at int64, err error) {
 func (tl *tokenLease) adopt(l *Limit) {
 	tl.cfg = *l
 	tl.parts = [2]leasePart{}
-	tl.known, tl.emptyUntil, tl.share = false, 0, nil
+	tl.known, tl.emptyUntil, tl.share, tl.owed = false, 0, nil, 0
 }
 
 // spendShare decides a request while the engine is unreachable, after
@@ -449,6 +458,9 @@ func (tl *tokenLease) spendShare(t int64) (RateState, bool, bool) {
 	}
 	now := time.Unix(0, t)
 	ok := tl.share.AllowN(now, 1)
+	if ok {
+		tl.owed++
+	}
 	tokens := tl.share.TokensAt(now)
 	st := RateState{Limit: tl.cfg.Burst, Remaining: max(int(tokens), 0)}
 	perSec := float64(tl.share.Limit())
@@ -479,8 +491,9 @@ func (tl *tokenLease) refund() {
 	tl.mu.Lock()
 	defer tl.mu.Unlock()
 	switch {
-	case tl.share != nil:
+	case tl.share != nil && tl.owed > 0:
 		tl.share.AllowN(time.Now(), -1)
+		tl.owed--
 	case tl.parts[0].spent > 0:
 		tl.parts[0].spent--
 	}

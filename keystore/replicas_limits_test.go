@@ -283,6 +283,10 @@ func TestReplicasGlobalQuota(t *testing.T) {
 		if n > c.quota || n < c.quota-lease*len(vs) {
 			t.Errorf("%s quota %d: passed %d, want at most the quota and at least the quota less a lease (%d) per replica", c.name, c.quota, n, lease)
 		}
+		// What the replicas still hold passes, and no more.
+		if n += drain(t, vs, c.cred); n != c.quota {
+			t.Errorf("%s quota %d: %d passed in all", c.name, c.quota, n)
+		}
 	}
 	used := func(s *Store) int64 {
 		u, _, ok := s.QuotaUsage(k)
