@@ -220,6 +220,7 @@ func (s *Store) DeleteAccount(id string) error {
 	if err != nil {
 		return err
 	}
+	s.forgetAccountLimits(id)
 	delete(s.accounts, id)
 	s.acctIndex.Delete(id)
 	return nil

@@ -2,6 +2,7 @@ package keystore
 
 import (
 	"math"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -196,7 +197,9 @@ func (gl *globalLimits) refiller() {
 		if len(tls) > 0 {
 			takes = takes[:0]
 			for _, l := range tls {
+				l.mu.Lock()
 				takes = append(takes, l.request())
+				l.mu.Unlock()
 			}
 			err := gl.takeTokens(takes)
 			at := time.Now().UnixNano()
@@ -232,7 +235,7 @@ func (gl *globalLimits) leaseCap(l *Limit) int64 {
 // of each making one.
 type tokenLease struct {
 	gl    *globalLimits
-	id    string // the engine's bucket name: k/<key id> or a/<account id>
+	id    string // the engine's bucket name: k/<key id> or a/<account id>/<created>
 	fetch sync.Mutex
 	mu    sync.Mutex
 	cfg   Limit // the limit the leases were taken for
@@ -314,8 +317,9 @@ func (tl *tokenLease) take(l *Limit, now time.Time) (RateState, bool) {
 	tl.mu.Unlock()
 	err := tl.gl.takeTokens(tk)
 	tl.mu.Lock()
-	tl.apply(&tk[0], time.Now().UnixNano(), err)
-	st, ok, _ := tl.spend(t)
+	at := time.Now().UnixNano()
+	tl.apply(&tk[0], at, err)
+	st, ok, _ := tl.spend(max(t, at))
 	return st, ok
 }
 
@@ -397,8 +401,7 @@ func (tl *tokenLease) want(t int64) int64 {
 	return min(max(d, leaseMin), most)
 }
 
-// request is the engine call for the next lease. tl.mu is held (or the
-// lease is queued, and only the refiller touches the request).
+// request is the engine call for the next lease. tl.mu is held.
 func (tl *tokenLease) request() kv.TokenTake {
 	return kv.TokenTake{Bucket: tl.id, Rate: float64(tl.cfg.perSecond()), Burst: int64(tl.cfg.Burst), Want: tl.want(time.Now().UnixNano()) + tl.owed, Ahead: leaseAhead}
 }
@@ -497,6 +500,13 @@ func (tl *tokenLease) refund() {
 	case tl.parts[0].spent > 0:
 		tl.parts[0].spent--
 	}
+}
+
+// accountLimitID is the engine's name of an account's bucket and quota
+// counter: an account deleted and created again with the same id starts
+// afresh, as on one node.
+func accountLimitID(a *Account) string {
+	return "a/" + a.ID + "/" + strconv.FormatInt(a.CreatedAt.UnixNano(), 36)
 }
 
 // idle reports whether the lease can be dropped with its bucket: it holds

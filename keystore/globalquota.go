@@ -26,11 +26,13 @@ import (
 // cluster's count as this process knows it.
 type quotaLease struct {
 	gl *globalLimits
-	id string // k/<key id> or a/<account id>
-	// counter is the engine's counter of the period (id/<period start>),
-	// expire when the engine may drop it.
+	id string // k/<key id> or a/<account id>/<created>
+	// counter is the engine's counter of the period
+	// (id/<day|month>/<period start>), expire when the engine may drop
+	// it, kind the period (day or month).
 	counter string
 	expire  time.Time
+	kind    string
 	// limit is the quota the lease was taken for.
 	limit int64
 	// lease is the counts held, unspent; queued says a refill is queued
@@ -54,7 +56,7 @@ type quotaLease struct {
 }
 
 // attach makes c count against the engine; id is k/<key id> or
-// a/<account id>.
+// accountLimitID.
 func (gl *globalLimits) attach(c *quotaCounter, id string) {
 	c.mu.Lock()
 	c.g = &quotaLease{gl: gl, id: id}
@@ -71,17 +73,26 @@ func (gl *globalLimits) detach(c *quotaCounter) {
 	gl.leasedMu.Unlock()
 }
 
-// period moves the lease to the period starting at start. c.mu is held.
-func (c *quotaCounter) globalPeriod(start, end time.Time) {
+// forgetAccountLimits stops tracking the quota lease of a deleted
+// account. s.acctMu is held.
+func (s *Store) forgetAccountLimits(id string) {
+	if st := s.accounts[id]; st != nil && s.global != nil {
+		s.global.detach(st.quota)
+	}
+}
+
+// globalPeriod moves the lease to the period of kind (day or month)
+// starting at start. c.mu is held.
+func (c *quotaCounter) globalPeriod(kind string, start, end time.Time) {
 	g := c.g
 	if c.period != start.Unix() {
 		c.period, c.used = start.Unix(), 0
 	}
-	if g.counter != "" && g.expire.After(end) {
+	if g.counter != "" && g.kind == kind && g.expire.After(end) {
 		return
 	}
-	g.seed = c.used
-	g.counter = g.id + "/" + strconv.FormatInt(start.Unix(), 10)
+	g.seed, g.kind = c.used, kind
+	g.counter = g.id + "/" + kind + "/" + strconv.FormatInt(start.Unix(), 10)
 	g.expire = end.Add(24 * time.Hour)
 	g.lease, g.known, g.exhausted, g.outage, g.inOutage = 0, false, false, 0, false
 }
@@ -92,6 +103,7 @@ func (c *quotaCounter) globalPeriod(start, end time.Time) {
 func (c *quotaCounter) takeGlobal(q *Quota, now time.Time) (bool, time.Time) {
 	start, end := periodBounds(q.Period, now)
 	c.mu.Lock()
+	c.g.demand++
 	if ok, decided := c.spendGlobal(q, start, end); decided {
 		c.mu.Unlock()
 		return ok, end
@@ -118,12 +130,11 @@ func (c *quotaCounter) takeGlobal(q *Quota, now time.Time) (bool, time.Time) {
 // false when only the engine can tell. c.mu is held.
 func (c *quotaCounter) spendGlobal(q *Quota, start, end time.Time) (ok, decided bool) {
 	g := c.g
-	c.globalPeriod(start, end)
+	c.globalPeriod(q.Period, start, end)
 	if g.limit != q.Requests {
 		g.limit, g.exhausted = q.Requests, false
 		g.lease = min(g.lease, max(q.Requests-c.used, 0))
 	}
-	g.demand++
 	if g.lease > 0 {
 		g.lease--
 		c.used++
@@ -242,7 +253,7 @@ func (c *quotaCounter) refundGlobal(q *Quota, now time.Time) {
 func (c *quotaCounter) globalUsage(q *Quota, now time.Time) (int64, time.Time) {
 	start, end := periodBounds(q.Period, now)
 	c.mu.Lock()
-	c.globalPeriod(start, end)
+	c.globalPeriod(q.Period, start, end)
 	g := c.g
 	add := []kv.CountAdd{{Counter: g.counter, Limit: q.Requests, Seed: g.seed, ExpireAt: g.expire}}
 	c.mu.Unlock()

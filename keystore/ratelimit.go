@@ -261,7 +261,7 @@ func (st *accountState) bucket(l *Limit) *bucket {
 	}
 	b := newBucket(l)
 	if st.global != nil {
-		b.g = st.global.newTokenLease("a/"+st.acct.Load().ID, l)
+		b.g = st.global.newTokenLease(accountLimitID(st.acct.Load()), l)
 	}
 	if st.rate.CompareAndSwap(nil, b) {
 		return b

@@ -365,3 +365,56 @@ func TestReplicasGlobalLimitOutage(t *testing.T) {
 	})
 	within(t, "the shared bucket decides again", 3*time.Second, func() bool { return !rs[1].global.down.Load() })
 }
+
+// TestReplicasGlobalHeaders: RateLimit-Remaining is the cluster's bucket
+// as the replica last heard of it, less its own spending: off by at most
+// the tokens the other replicas took meanwhile, two leases each (the one
+// they spend and the next; with a slow refill, 30 an hour, a lease is one
+// token: at most 4 off), RateLimit-Reset agrees with it, and a refusal's
+// Retry-After is the shared bucket's wait.
+func TestReplicasGlobalHeaders(t *testing.T) {
+	srv := redistest.Start(t)
+	rs := replicasNS(t, srv, 3, "glh:", Options{})
+	vs := make([]*Verifier, len(rs))
+	for i, s := range rs {
+		vs[i] = &Verifier{Store: s, Format: DefaultFormat()}
+	}
+	_, plain := mustCreate(t, rs[0], DefaultFormat(), NewKey{RateLimit: &RateLimit{Requests: 30, Window: "1h", Burst: 30}})
+	for _, v := range vs[1:] {
+		within(t, "the key everywhere", time.Second, func() bool {
+			e, err := v.Store.lookup(HashKey(plain))
+			return err == nil && e != nil
+		})
+	}
+	// Round robin until every replica refuses: the tokens the others
+	// hold pass on them.
+	passed, refusedInARow := 0, 0
+	for r := 0; refusedInARow < 3; r++ {
+		res, err := vs[r%3].Verify(plain, Scope{}, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Outcome != OK {
+			refusedInARow++
+			continue
+		}
+		refusedInARow = 0
+		left := 29 - passed
+		passed++
+		if res.Rate.Limit != 30 || res.Rate.Remaining < left-4 || res.Rate.Remaining > left+4 {
+			t.Errorf("request %d on replica %d: RateLimit-Limit %d, Remaining %d; want 30, %d within 4", r, r%3, res.Rate.Limit, res.Rate.Remaining, left)
+		}
+		if want := (30 - res.Rate.Remaining) * 120; res.Rate.Reset < want-1 || res.Rate.Reset > want+1 {
+			t.Errorf("request %d: RateLimit-Reset %d with Remaining %d, want about %d", r, res.Rate.Reset, res.Rate.Remaining, want)
+		}
+	}
+	if passed != 30 {
+		t.Errorf("a burst of 30 passed %d", passed)
+	}
+	for i, v := range vs {
+		res, err := v.Verify(plain, Scope{}, false)
+		if err != nil || res.Outcome != RateLimited || res.RetryAfter < 119 || res.RetryAfter > 121 || res.Rate.Remaining != 0 {
+			t.Errorf("replica %d on the empty bucket: %v %s, Retry-After %d, Remaining %d; want rate_limited, about 120, 0", i, err, res.Outcome.Code(), res.RetryAfter, res.Rate.Remaining)
+		}
+	}
+}

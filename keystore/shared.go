@@ -198,6 +198,7 @@ func (s *Store) reloadAccount(id string) error {
 		return err
 	})
 	if errors.Is(err, ErrNotFound) {
+		s.forgetAccountLimits(id)
 		delete(s.accounts, id)
 		s.acctIndex.Delete(id)
 		return nil

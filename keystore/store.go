@@ -151,7 +151,7 @@ type accountState struct {
 func (s *Store) newAccountState(a *Account, persistedQuota []byte) *accountState {
 	st := &accountState{quota: newQuotaCounter(persistedQuota), global: s.global}
 	if s.global != nil {
-		s.global.attach(st.quota, "a/"+a.ID)
+		s.global.attach(st.quota, accountLimitID(a))
 	}
 	st.set(a)
 	return st

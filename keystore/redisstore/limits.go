@@ -102,8 +102,10 @@ return out
 `)
 
 // heartbeatScript records ARGV[1] alive for ARGV[2] ms in KEYS[1] and
-// returns how many are alive.
-var heartbeatScript = rueidis.NewLuaScript(`
+// returns how many are alive. It runs with EVAL (the leases' scripts with
+// EVALSHA), so that Redis's command counts tell the heartbeat, once a
+// second, from the leases.
+var heartbeatScript = rueidis.NewLuaScriptNoSha(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[2])
