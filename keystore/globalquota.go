@@ -114,6 +114,13 @@ func (c *quotaCounter) takeGlobal(q *Quota, now time.Time) (bool, time.Time) {
 	defer g.fetch.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	// A refill in flight lands first (within the read timeout): a take of
+	// our own meanwhile would hold two leases, more than the bound.
+	for wait := 0; g.queued && wait < 300; wait++ {
+		c.mu.Unlock()
+		time.Sleep(time.Millisecond)
+		c.mu.Lock()
+	}
 	if ok, decided := c.spendGlobal(q, start, end); decided {
 		return ok, end
 	}
@@ -202,7 +209,8 @@ func (c *quotaCounter) leaseRequest() kv.CountAdd {
 // counts passed during an outage. c.mu is held.
 func (c *quotaCounter) leaseRequestLocked() kv.CountAdd {
 	g := c.g
-	return kv.CountAdd{Counter: g.counter, Limit: g.limit, Add: c.wantLocked(time.Now().UnixNano()) + g.outage, Seed: g.seed, ExpireAt: g.expire}
+	top := max(c.wantLocked(time.Now().UnixNano())-g.lease, 1) // a lease tops up to the wanted size
+	return kv.CountAdd{Counter: g.counter, Limit: g.limit, Add: top + g.outage, Seed: g.seed, ExpireAt: g.expire}
 }
 
 // leaseRefilled records the engine's answer to a queued request.

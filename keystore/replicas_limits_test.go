@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap/zaptest"
+
 	"github.com/caddy-apikey/caddy-apikey/internal/redistest"
 )
 
@@ -142,10 +144,11 @@ func TestReplicasGlobalRateLimit(t *testing.T) {
 }
 
 // drain sends requests with cred round robin through vs until every
-// verifier refused one in a row, and returns how many passed.
+// verifier refused one in a row twice, 50 ms apart (a lease in flight
+// lands meanwhile), and returns how many passed.
 func drain(t *testing.T, vs []*Verifier, cred string) int {
 	t.Helper()
-	passed := 0
+	passed, quiet := 0, 0
 	for range 1000 {
 		refused := 0
 		for _, v := range vs {
@@ -158,9 +161,14 @@ func drain(t *testing.T, vs []*Verifier, cred string) int {
 				t.Fatalf("outcome %s", o.Code())
 			}
 		}
-		if refused == len(vs) {
+		if refused < len(vs) {
+			quiet = 0
+			continue
+		}
+		if quiet++; quiet == 2 {
 			return passed
 		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatal("the limit never refused")
 	return 0
@@ -226,7 +234,7 @@ func TestReplicasGlobalLimitChange(t *testing.T) {
 // restarts (appendonly on).
 func TestReplicasGlobalQuota(t *testing.T) {
 	srv := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
-	rs := replicasNS(t, srv, 3, "gq:", Options{})
+	rs := replicasNS(t, srv, 3, "gq:", Options{Logger: zaptest.NewLogger(t)})
 	vs := make([]*Verifier, len(rs))
 	for i, s := range rs {
 		vs[i] = &Verifier{Store: s, Format: DefaultFormat(), DefaultLimit: &Limit{}}
