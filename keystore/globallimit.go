@@ -46,6 +46,11 @@ const (
 	// (and learns how many are); a heartbeat lasts heartbeatTTL.
 	heartbeatEvery = time.Second
 	heartbeatTTL   = 3 * time.Second
+	// leaseExpire is how long after its last token is due a lease part
+	// may be spent: a lease held through a lull would otherwise add its
+	// tokens to a full bucket's burst (tokens taken before an interval,
+	// spent in it). Expired tokens pass no one.
+	leaseExpire = 250 * time.Millisecond
 	// downProbe is how often the refiller tries the engine again while
 	// it is unreachable.
 	downProbe = 200 * time.Millisecond
@@ -282,7 +287,7 @@ func (p *leasePart) due(t int64) int64 {
 
 // dueAt is when token i of the part is due (unix nanos).
 func (p *leasePart) dueAt(i int64) int64 {
-	return p.at + int64(math.Ceil((float64(i+1)-p.before)/p.perNano))
+	return p.at + max(int64(math.Ceil((float64(i+1)-p.before)/p.perNano)), 0)
 }
 
 func (gl *globalLimits) newTokenLease(id string, l *Limit) *tokenLease {
@@ -355,11 +360,17 @@ func (tl *tokenLease) spend(t int64) (st RateState, ok, decided bool) {
 // hold no token. tl.mu is held.
 func (tl *tokenLease) spendPart(t int64) int64 {
 	p := &tl.parts[0]
-	if p.spent >= p.n {
-		tl.parts[0], tl.parts[1] = tl.parts[1], leasePart{}
-		if p.spent >= p.n {
-			return -1
+	for range tl.parts {
+		if p.spent < p.n && t-p.dueAt(p.n-1) > int64(leaseExpire) {
+			p.spent = p.n // expired: tokens taken too long ago to spend now
 		}
+		if p.spent < p.n {
+			break
+		}
+		tl.parts[0], tl.parts[1] = tl.parts[1], leasePart{}
+	}
+	if p.spent >= p.n {
+		return -1
 	}
 	if p.spent < p.due(t) {
 		p.spent++
@@ -509,14 +520,14 @@ func accountLimitID(a *Account) string {
 	return "a/" + a.ID + "/" + strconv.FormatInt(a.CreatedAt.UnixNano(), 36)
 }
 
-// idle reports whether the lease can be dropped with its bucket: it holds
-// no token, no refill is in flight, and it was not used for as long as
-// the bucket takes to fill.
+// idle reports whether the lease can be dropped with its bucket: no
+// refill is in flight, and it was not used for as long as the bucket
+// takes to fill and its tokens take to expire.
 func (tl *tokenLease) idle(now time.Time) bool {
 	tl.mu.Lock()
 	defer tl.mu.Unlock()
 	full := time.Duration(float64(tl.cfg.Burst) / float64(tl.cfg.perSecond()) * float64(time.Second))
-	return !tl.queued && tl.unspent() == 0 && now.UnixNano()-tl.lastUse > int64(full)
+	return !tl.queued && now.UnixNano()-tl.lastUse > int64(full+leaseAhead+leaseExpire) // what it held has expired
 }
 
 // retryAfter is whole seconds, at least 1, for a wait in nanoseconds.
