@@ -70,6 +70,28 @@ func drive(t *testing.T, vs []*Verifier, creds []string, spread []float64, total
 	return passed, last.Sub(start)
 }
 
+// verifiers are a verifier of the default format on each store, with
+// def as the default limit (nil: DefaultLimit).
+func verifiers(rs []*Store, def *Limit) []*Verifier {
+	vs := make([]*Verifier, len(rs))
+	for i, s := range rs {
+		vs[i] = &Verifier{Store: s, Format: DefaultFormat(), DefaultLimit: def}
+	}
+	return vs
+}
+
+// cachedEverywhere waits until every verifier's store has cred's key in
+// its cache (read once from Redis).
+func cachedEverywhere(t *testing.T, vs []*Verifier, cred string) {
+	t.Helper()
+	for _, v := range vs {
+		within(t, "the key on every replica", time.Second, func() bool {
+			e, err := v.Store.lookup(HashKey(cred))
+			return err == nil && e != nil
+		})
+	}
+}
+
 // refills is the replicas' round trips for leases.
 func refills(rs []*Store) uint64 {
 	var n uint64
@@ -103,10 +125,7 @@ func TestReplicasGlobalRateLimit(t *testing.T) {
 			rs := replicasNS(t, srv, 3, fmt.Sprint("grl", i, ":"), Options{})
 			lim := &RateLimit{Requests: rate, Window: "1s", Burst: burst}
 			var creds []string
-			vs := make([]*Verifier, len(rs))
-			for j, s := range rs {
-				vs[j] = &Verifier{Store: s, Format: DefaultFormat(), DefaultLimit: &Limit{}}
-			}
+			vs := verifiers(rs, &Limit{})
 			if tc.account {
 				if _, err := rs[0].CreateAccount(Account{ID: "acme", RateLimit: lim}); err != nil {
 					t.Fatal(err)
@@ -119,13 +138,7 @@ func TestReplicasGlobalRateLimit(t *testing.T) {
 				_, plain := mustCreate(t, rs[0], DefaultFormat(), NewKey{RateLimit: lim})
 				creds = append(creds, plain)
 			}
-			for _, v := range vs {
-				within(t, "the keys on every replica", time.Second, func() bool {
-					_, err := v.Store.lookup(HashKey(creds[len(creds)-1]))
-					e, _ := v.Store.lookup(HashKey(creds[len(creds)-1]))
-					return err == nil && e != nil
-				})
-			}
+			cachedEverywhere(t, vs, creds[len(creds)-1])
 			before := refills(rs)
 			passed, elapsed := drive(t, vs, creds, tc.spread, 4*rate, d)
 			calls := refills(rs) - before
@@ -185,10 +198,7 @@ func drain(t *testing.T, vs []*Verifier, cred string) int {
 func TestReplicasGlobalLimitChange(t *testing.T) {
 	srv := redistest.Start(t)
 	rs := replicasNS(t, srv, 3, "glc:", Options{})
-	vs := make([]*Verifier, len(rs))
-	for i, s := range rs {
-		vs[i] = &Verifier{Store: s, Format: DefaultFormat()}
-	}
+	vs := verifiers(rs, nil)
 	// Refills of a token an hour: the test sees the bursts only.
 	k, plain := mustCreate(t, rs[0], DefaultFormat(), NewKey{RateLimit: &RateLimit{Requests: 10, Window: "1h", Burst: 10}})
 	within(t, "the key everywhere", time.Second, func() bool { return outcome(t, vs[2], plain) == OK })
@@ -239,24 +249,15 @@ func TestReplicasGlobalLimitChange(t *testing.T) {
 func TestReplicasGlobalQuota(t *testing.T) {
 	srv := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
 	rs := replicasNS(t, srv, 3, "gq:", Options{Logger: zaptest.NewLogger(t)})
-	vs := make([]*Verifier, len(rs))
-	for i, s := range rs {
-		vs[i] = &Verifier{Store: s, Format: DefaultFormat(), DefaultLimit: &Limit{}}
-	}
+	vs := verifiers(rs, &Limit{})
 	const quota = 300
 	if _, err := rs[0].CreateAccount(Account{ID: "acme", Quota: &Quota{Requests: 2 * quota, Period: PeriodMonth}}); err != nil {
 		t.Fatal(err)
 	}
 	k, plain := mustCreate(t, rs[0], DefaultFormat(), NewKey{Quota: &Quota{Requests: quota, Period: PeriodDay}})
 	_, acctKey := mustCreate(t, rs[0], DefaultFormat(), NewKey{Account: "acme"})
-	for _, cred := range []string{plain, acctKey} {
-		for _, v := range vs {
-			within(t, "the keys everywhere", time.Second, func() bool {
-				e, err := v.Store.lookup(HashKey(cred))
-				return err == nil && e != nil
-			})
-		}
-	}
+	cachedEverywhere(t, vs, plain)
+	cachedEverywhere(t, vs, acctKey)
 	race := func(cred string, perReplica int) int {
 		var wg sync.WaitGroup
 		var mu sync.Mutex
@@ -342,10 +343,7 @@ func TestReplicasGlobalQuota(t *testing.T) {
 func TestReplicasGlobalLimitOutage(t *testing.T) {
 	srv := redistest.Start(t)
 	rs := replicasNS(t, srv, 3, "glo:", Options{MaxStaleness: 3 * time.Second})
-	vs := make([]*Verifier, len(rs))
-	for i, s := range rs {
-		vs[i] = &Verifier{Store: s, Format: DefaultFormat()}
-	}
+	vs := verifiers(rs, nil)
 	const rate, burst = 60, 60
 	_, plain := mustCreate(t, rs[0], DefaultFormat(), NewKey{RateLimit: &RateLimit{Requests: rate, Window: "1s", Burst: burst}})
 	for _, v := range vs {
@@ -387,17 +385,9 @@ func TestReplicasGlobalLimitOutage(t *testing.T) {
 func TestReplicasGlobalHeaders(t *testing.T) {
 	srv := redistest.Start(t)
 	rs := replicasNS(t, srv, 3, "glh:", Options{})
-	vs := make([]*Verifier, len(rs))
-	for i, s := range rs {
-		vs[i] = &Verifier{Store: s, Format: DefaultFormat()}
-	}
+	vs := verifiers(rs, nil)
 	_, plain := mustCreate(t, rs[0], DefaultFormat(), NewKey{RateLimit: &RateLimit{Requests: 30, Window: "1h", Burst: 30}})
-	for _, v := range vs[1:] {
-		within(t, "the key everywhere", time.Second, func() bool {
-			e, err := v.Store.lookup(HashKey(plain))
-			return err == nil && e != nil
-		})
-	}
+	cachedEverywhere(t, vs, plain)
 	// Round robin until every replica refuses: the tokens the others
 	// hold pass on them.
 	passed, refusedInARow := 0, 0
