@@ -33,7 +33,8 @@ type caddyEnv struct {
 	home      string
 	measured  string // Caddyfile paths
 	upstream  string
-	rateLimit bool // the rate_limit global option is in the config
+	rateLimit bool      // the rate_limit global option is in the config
+	peers     peerCreds // the credentials of the basic_auth and forward_auth sites
 }
 
 type tmplData struct {
@@ -41,6 +42,8 @@ type tmplData struct {
 	RateLimit                                                  bool
 	PortRespond, PortAPIKeyRespond, PortProxy, PortAPIKeyProxy int
 	PortHeadersProxy, PortUpstream                             int
+	PortBasicAuth, PortForwardAuth, PortAuthCheck              int
+	BasicUser, BasicHash, AuthToken                            string
 }
 
 func newCaddyEnv(c config, root, bin, store string, p ports) *caddyEnv {
@@ -65,6 +68,12 @@ func (e *caddyEnv) data(rateLimit bool) tmplData {
 		PortAPIKeyProxy:   e.ports.apikeyProxy,
 		PortHeadersProxy:  e.ports.headersProxy,
 		PortUpstream:      e.ports.upstream,
+		PortBasicAuth:     e.ports.basicAuth,
+		PortForwardAuth:   e.ports.forwardAuth,
+		PortAuthCheck:     e.ports.authCheck,
+		BasicUser:         e.peers.user,
+		BasicHash:         e.peers.hash,
+		AuthToken:         e.peers.token,
 	}
 }
 
@@ -175,12 +184,20 @@ var client = &http.Client{
 }
 
 func get(ctx context.Context, url, key string) (int, string, http.Header, error) {
+	return getWith(ctx, url, "", key)
+}
+
+// getWith is get with the credential in header (X-API-Key if empty).
+func getWith(ctx context.Context, url, header, key string) (int, string, http.Header, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return 0, "", nil, err
 	}
+	if header == "" {
+		header = "X-API-Key"
+	}
 	if key != "" {
-		req.Header.Set("X-API-Key", key)
+		req.Header.Set(header, key)
 	}
 	resp, err := client.Do(req)
 	if err != nil {
@@ -221,29 +238,36 @@ func waitServed(ctx context.Context, p *process, url, key string, limit time.Dur
 // sanityCheck makes sure every site answers as the load expects before
 // anything is measured, and reports whether rate limiting is active: the
 // handler sends RateLimit-* headers to the probe key (default limit).
-func sanityCheck(ctx context.Context, p ports, s samples) (rateLimited bool, err error) {
+func sanityCheck(ctx context.Context, p ports, s samples, peers peerCreds) (rateLimited bool, err error) {
 	type check struct {
 		port   int
 		key    string
 		status int
 		body   string // substring
+		header string // of key; X-API-Key if empty
 	}
 	checks := []check{
-		{p.respond, s.valid[0], 200, "ok"},
-		{p.apikeyRespond, s.valid[0], 200, "ok"},
-		{p.apikeyRespond, s.valid[len(s.valid)-1], 200, "ok"},
-		{p.apikeyRespond, "", 401, "missing_key"},
-		{p.apikeyRespond, s.unknown[0], 401, "invalid_key"},
-		{p.proxy, s.valid[0], 200, "ok"},
-		{p.apikeyProxy, s.valid[0], 200, "ok"},
-		{p.apikeyProxy, s.unknown[0], 401, "invalid_key"},
-		{p.headersProxy, s.valid[0], 200, "ok"},
+		{p.respond, s.valid[0], 200, "ok", ""},
+		{p.apikeyRespond, s.valid[0], 200, "ok", ""},
+		{p.apikeyRespond, s.valid[len(s.valid)-1], 200, "ok", ""},
+		{p.apikeyRespond, "", 401, "missing_key", ""},
+		{p.apikeyRespond, s.unknown[0], 401, "invalid_key", ""},
+		{p.proxy, s.valid[0], 200, "ok", ""},
+		{p.apikeyProxy, s.valid[0], 200, "ok", ""},
+		{p.apikeyProxy, s.unknown[0], 401, "invalid_key", ""},
+		{p.headersProxy, s.valid[0], 200, "ok", ""},
+		{p.basicAuth, peers.basic, 200, "ok", "Authorization"},
+		{p.basicAuth, "", 401, "", ""},
+		{p.basicAuth, peers.wrongBasic(), 401, "", "Authorization"},
+		{p.forwardAuth, peers.token, 200, "ok", peerTokenHeader},
+		{p.forwardAuth, s.valid[0], 401, "", peerTokenHeader},
+		{p.authCheck, peers.token, 200, "", peerTokenHeader},
 	}
 	for i := 0; i < 4 && i < len(s.malformed); i++ {
-		checks = append(checks, check{p.apikeyRespond, s.malformed[i], 401, "malformed_key"})
+		checks = append(checks, check{p.apikeyRespond, s.malformed[i], 401, "malformed_key", ""})
 	}
 	for _, c := range checks {
-		status, body, h, err := get(ctx, p.url(c.port), c.key)
+		status, body, h, err := getWith(ctx, p.url(c.port), c.header, c.key)
 		if err != nil {
 			return false, fmt.Errorf("sanity check of 127.0.0.1:%d: %w", c.port, err)
 		}
@@ -269,18 +293,21 @@ func sanityCheck(ctx context.Context, p ports, s samples) (rateLimited bool, err
 // load, then a 10 s CPU profile (admin endpoint /debug/pprof/profile)
 // while wrk loads each site (the plain ones too, as bases for
 // "go tool pprof -diff_base"), and writes each with a pprof -top summary.
-func profileUnderLoad(ctx context.Context, w *wrkRunner, c config, p ports, f keyFiles, bin string) ([]string, error) {
+func profileUnderLoad(ctx context.Context, w *wrkRunner, c config, p ports, f keyFiles, peers peerCreds, bin string) ([]string, error) {
 	cases := []struct {
-		name string
-		port int
-		keys string
+		name   string
+		port   int
+		keys   string
+		header string
 	}{
-		{"respond", p.respond, f.valid},
-		{"apikey-respond", p.apikeyRespond, f.valid},
-		{"proxy", p.proxy, f.valid},
-		{"apikey-proxy", p.apikeyProxy, f.valid},
-		{"apikey-unknown", p.apikeyRespond, f.unknown},
-		{"apikey-malformed", p.apikeyRespond, f.malformed},
+		{"respond", p.respond, f.valid, ""},
+		{"apikey-respond", p.apikeyRespond, f.valid, ""},
+		{"proxy", p.proxy, f.valid, ""},
+		{"apikey-proxy", p.apikeyProxy, f.valid, ""},
+		{"apikey-unknown", p.apikeyRespond, f.unknown, ""},
+		{"apikey-malformed", p.apikeyRespond, f.malformed, ""},
+		{"basic-auth-respond", p.basicAuth, peers.basicFile, "Authorization"},
+		{"forward-auth-respond", p.forwardAuth, peers.tokenFile, peerTokenHeader},
 	}
 	var out []string
 	// The heap after the load, before the profiling loads.
@@ -304,7 +331,7 @@ func profileUnderLoad(ctx context.Context, w *wrkRunner, c config, p ports, f ke
 		}
 		done := make(chan wrkDone, 1)
 		go func() {
-			r, err := w.run(ctx, p.url(cs.port), cs.keys, 13*time.Second, w.threads, w.conns)
+			r, err := w.run(ctx, p.url(cs.port), cs.keys, cs.header, 13*time.Second, w.threads, w.conns)
 			done <- wrkDone{r, err}
 		}()
 		time.Sleep(1500 * time.Millisecond)

@@ -19,7 +19,7 @@ import (
 // samples are the credentials the load sends.
 type samples struct {
 	probe     string   // a stored key under the default rate limit, not in valid
-	valid     []string // plaintext keys in the store, unlimited
+	valid     []string // plaintext keys in the store (default limit; unlimited with -exempt)
 	unknown   []string // well-formed keys that are not in the store
 	malformed []string // garbage that fails the format check
 }
@@ -60,41 +60,54 @@ func rate(n int, d time.Duration) float64 {
 }
 
 type fillResult struct {
+	exempt  bool // -exempt: the load's keys are {"unlimited": true}
 	dir     string
 	samples samples
 	files   keyFiles
 	stats   fillStats
 }
 
-// benchKey is the NewKey of every bench key: unlimited, so that the rate
-// limiter (issue 4) never refuses the load; except key 0, the probe, which
-// has the configured default limit, so that the sanity check can tell
-// whether the handler rate limits (RateLimit-* headers). The probe is not
-// part of the load.
-func benchKey(i int) keystore.NewKey {
+// benchKey is the NewKey of bench key i. Every key is on the default rate
+// limit, as keys are in real use: the Caddyfile's rate_limit 1000000 1s
+// is high enough never to refuse the load, but every request goes through
+// the limiter (issue 22). With exempt (-exempt, a labelled extra run) the
+// load's keys are {"unlimited": true} and skip the limiter, except key 0,
+// the probe, which stays on the default limit so that the sanity check
+// can tell whether the handler rate limits (RateLimit-* headers). The
+// probe is not part of the load.
+func benchKey(i int, exempt bool) keystore.NewKey {
 	nk := keystore.NewKey{
 		Name:   "bench-" + strconv.Itoa(i),
 		Scopes: []string{"contacts:write", "orders:read"},
 	}
-	if i != 0 {
+	if exempt && i != 0 {
 		nk.RateLimit = &keystore.RateLimit{Unlimited: true}
 	}
 	return nk
+}
+
+// storeName is the store's directory and sample files' suffix: an exempt
+// store (-exempt) is kept apart, so that -reuse never mixes the two.
+func storeName(c config) string {
+	if c.exempt {
+		return fmt.Sprintf("%d-exempt", c.keys)
+	}
+	return strconv.Itoa(c.keys)
 }
 
 // fillStore fills a new <out>/store-<N> with N keys, with keystore.Load
 // (-fill load) or ImportKeys in calls of keystore.MaxImport (-fill
 // import), and writes the samples.
 func fillStore(ctx context.Context, c config) (*fillResult, error) {
-	dir := filepath.Join(c.out, fmt.Sprintf("store-%d", c.keys))
+	dir := filepath.Join(c.out, "store-"+storeName(c))
 	files := keyFiles{
-		probe:     filepath.Join(c.out, fmt.Sprintf("key-probe-%d.txt", c.keys)),
-		valid:     filepath.Join(c.out, fmt.Sprintf("keys-valid-%d.txt", c.keys)),
+		probe:     filepath.Join(c.out, "key-probe-"+storeName(c)+".txt"),
+		valid:     filepath.Join(c.out, "keys-valid-"+storeName(c)+".txt"),
 		unknown:   filepath.Join(c.out, "keys-unknown.txt"),
 		malformed: filepath.Join(c.out, "keys-malformed.txt"),
 	}
 	complete := filepath.Join(dir, ".bench-complete")
-	res := &fillResult{dir: dir, files: files}
+	res := &fillResult{exempt: c.exempt, dir: dir, files: files}
 
 	if c.reuse {
 		if _, err := os.Stat(complete); err == nil {
@@ -419,5 +432,5 @@ func (res *fillResult) newEntry(f keystore.Format, i, stride, sample int) (keyst
 	case i%stride == stride-1 && len(res.samples.valid) < sample:
 		res.samples.valid = append(res.samples.valid, plain)
 	}
-	return keystore.ImportKey{Key: plain, NewKey: benchKey(i)}, nil
+	return keystore.ImportKey{Key: plain, NewKey: benchKey(i, res.exempt)}, nil
 }

@@ -317,17 +317,33 @@ func TestMalformedKeys(t *testing.T) {
 }
 
 func TestBenchKey(t *testing.T) {
-	if rl := benchKey(0).RateLimit; rl != nil {
-		t.Errorf("probe key has rate limit %+v, want the default (nil)", rl)
+	for i, tc := range []struct {
+		key       int
+		exempt    bool
+		unlimited bool
+	}{
+		{key: 0, exempt: false, unlimited: false},
+		{key: 1, exempt: false, unlimited: false}, // the load's keys are on the default limit
+		{key: 0, exempt: true, unlimited: false},  // the probe always is
+		{key: 1, exempt: true, unlimited: true},
+	} {
+		rl := benchKey(tc.key, tc.exempt).RateLimit
+		switch {
+		case tc.unlimited && (rl == nil || !rl.Unlimited):
+			t.Errorf("test %d: key %d (exempt %v) has rate limit %+v, want unlimited", i, tc.key, tc.exempt, rl)
+		case !tc.unlimited && rl != nil:
+			t.Errorf("test %d: key %d (exempt %v) has rate limit %+v, want the default (nil)", i, tc.key, tc.exempt, rl)
+		}
 	}
-	if rl := benchKey(1).RateLimit; rl == nil || !rl.Unlimited {
-		t.Errorf("load key has rate limit %+v, want unlimited", rl)
+	if storeName(config{keys: 100}) == storeName(config{keys: 100, exempt: true}) {
+		t.Error("an exempt store has the same name as a limited one: -reuse would mix them")
 	}
 }
 
 func TestTemplates(t *testing.T) {
 	dir := t.TempDir()
 	e := newCaddyEnv(config{out: dir, admin: "127.0.0.1:18090"}, dir, "caddy", "/store", newPorts(18001))
+	e.peers = peerCreds{user: "bench", hash: "$2a$14$hash", token: "tok3n"}
 	for _, tc := range []struct {
 		rateLimit bool
 		want      string
@@ -341,7 +357,11 @@ func TestTemplates(t *testing.T) {
 		}
 		got := readFile(t, path)
 		for _, want := range []string{tc.want, "admin 127.0.0.1:18090", "storage /store", "http://127.0.0.1:18004 {", "http://127.0.0.1:18005 {", "header_up X-Api-Key-Id ",
-			"reverse_proxy 127.0.0.1:18010 {", "bind 127.0.0.1"} {
+			"reverse_proxy 127.0.0.1:18010 {", "bind 127.0.0.1",
+			// The peers: basic_auth on 18006, forward_auth on 18007 to the check on 18008.
+			"http://127.0.0.1:18006 {\n\tbind 127.0.0.1\n\tbasic_auth {\n\t\tbench $2a$14$hash\n",
+			"http://127.0.0.1:18007 {\n\tbind 127.0.0.1\n\tforward_auth 127.0.0.1:18008 {",
+			"http://127.0.0.1:18008 {", "@known header X-Auth-Token tok3n\n"} {
 			if !strings.Contains(got, want) {
 				t.Errorf("Caddyfile (rate limit %v) lacks %q:\n%s", tc.rateLimit, want, got)
 			}
@@ -382,4 +402,62 @@ func readFile(t *testing.T, path string) string {
 
 func near(a, b, eps float64) bool {
 	return math.Abs(a-b) <= eps*math.Max(1, math.Max(math.Abs(a), math.Abs(b)))
+}
+
+func TestTargets22(t *testing.T) {
+	// run is one wrk run of requests in a second, the measured Caddy
+	// spending cpuUS µs on each.
+	run := func(requests int64, cpuUS float64) wrkResult {
+		return wrkResult{Requests: requests, DurationUS: 1e6, P50: 100, P99: 200,
+			CaddyCPU: time.Duration(cpuUS * float64(requests) * float64(time.Microsecond))}
+	}
+	pair := func(id string, aReq, bReq int64, aCPU, bCPU float64) pairResult {
+		return pairResult{def: pairDef{id: id, name: id, threads: 2, conns: 64}, a: []wrkResult{run(aReq, aCPU)}, b: []wrkResult{run(bReq, bCPU)}}
+	}
+	for i, tc := range []struct {
+		name       string
+		exempt     bool
+		basic      int64 // basic_auth's requests against respond's 1000
+		apikeyCPU  float64
+		want, lack []string
+	}{
+		{
+			name: "met, above basic_auth", basic: 950, apikeyCPU: 41,
+			want: []string{
+				"| `apikey`+`respond` / `respond`, 100000 keys, random valid keys | >= 0.97, and above `basic_auth` | 0.980 (rounds 0.980..0.980); basic_auth+respond / respond 0.950 (rounds 0.950..0.950) | met |",
+				"| Caddy CPU per valid request added by `apikey` | <= 1.5 µs | +1.0 µs (41.0 vs 40.0 µs; basic_auth adds +2.0 µs; forward_auth adds +30.0 µs) | met |",
+				"| unknown-key flood / `respond` | >= 0.99 | 0.995",
+				"every bench key is on the default limit",
+				"| basic_auth | 1000 | 950 | 0.950 | 0.950 | 0.950 | 40.0 µs | 42.0 µs | +2.0 µs |",
+			},
+			lack: []string{"exempt"},
+		},
+		{
+			name: "below basic_auth, CPU over", basic: 990, apikeyCPU: 42, exempt: true,
+			want: []string{
+				"0.980 (rounds 0.980..0.980); basic_auth+respond / respond 0.990 (rounds 0.990..0.990) | **not met** |",
+				"| Caddy CPU per valid request added by `apikey` | <= 1.5 µs | +2.0 µs",
+				"# caddy-apikey load harness (exempt keys):",
+				"**exempt run (`-exempt`",
+			},
+		},
+	} {
+		r := report{cfg: config{keys: 100_000, exempt: tc.exempt, threads: 2, conns: 64}, pairs: []pairResult{
+			pair("respond", 1000, 980, 40, tc.apikeyCPU),
+			pair("basic_auth", 1000, tc.basic, 40, 42),
+			pair("forward_auth", 1000, 400, 40, 70),
+			pair("unknown", 1000, 995, 40, 40.5),
+		}}
+		md := r.markdown()
+		for _, w := range tc.want {
+			if !strings.Contains(md, w) {
+				t.Errorf("test %d (%s): the report lacks %q:\n%s", i, tc.name, w, md)
+			}
+		}
+		for _, l := range tc.lack {
+			if strings.Contains(md, l) {
+				t.Errorf("test %d (%s): the report has %q", i, tc.name, l)
+			}
+		}
+	}
 }

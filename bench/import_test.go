@@ -24,7 +24,7 @@ func BenchmarkImportKeys(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			batch[i] = keystore.ImportKey{Key: plain, NewKey: benchKey(i)}
+			batch[i] = keystore.ImportKey{Key: plain, NewKey: benchKey(i, false)}
 		}
 		s, err := keystore.Open(keystore.Options{Dir: b.TempDir(), LastUsedFlush: time.Hour})
 		if err != nil {

@@ -53,6 +53,7 @@ type config struct {
 	memLimitMiB int
 	fill        string
 	fillRepeat  int
+	exempt      bool
 }
 
 func main() {
@@ -75,12 +76,13 @@ func main() {
 	flag.DurationVar(&c.waitBudget, "wait-budget", 5*time.Minute, "most time a run spends in all waiting for quiet and running disturbed rounds again")
 	flag.IntVar(&c.retries, "retries", 2, "times a round is run again when other processes used more than 3% of the CPU during it")
 	flag.BoolVar(&c.fillOnly, "fill-only", false, "stop after the bulk load (with -fill-profile: profile it)")
-	flag.IntVar(&c.basePort, "port", 18001, "first site port: sites on port..port+4, upstream on port+9")
+	flag.IntVar(&c.basePort, "port", 18001, "first site port: sites on port..port+7, upstream on port+9")
 	flag.StringVar(&c.admin, "admin", "127.0.0.1:18090", "admin endpoint of the measured Caddy (loopback only; needed by -profile)")
 	flag.StringVar(&c.backend, "backend", "badger", "the key store the measured Caddy uses: badger (the embedded store of step 2) or redis (a redis-server the harness starts, into which the store of step 2 is copied as caddy apikey migrate does)")
 	flag.IntVar(&c.propagation, "propagation", 100, "with -backend redis: how many revocations and activations made through another replica are timed until the measured Caddy answers accordingly (0 skips it)")
 	flag.StringVar(&c.fill, "fill", "load", "how the store is filled: load (keystore.Load, the offline bulk loader: one call into a new store) or import (ImportKeys in calls of 100,000, as a running store takes keys)")
 	flag.IntVar(&c.fillRepeat, "fill-repeat", 3, "with -fill load: load the keys this many times, each into a new store (the last one is kept), and report the median")
+	flag.BoolVar(&c.exempt, "exempt", false, "a labelled extra run: the load's keys are {\"unlimited\": true} and skip the rate limiter (by default every key is on the default limit, rate_limit 1000000 1s: enforced, never refusing, as keys are in real use)")
 	flag.IntVar(&c.memLimitMiB, "memory-limit-mib", 0, "after its last start, hold the measured Caddy in a memory cgroup of this many MiB (needs root; 0: no limit): the kernel then reclaims the page cache Badger's mapped tables put in its RSS, and kills it if its own memory does not fit")
 	flag.Parse()
 	if c.keys < 2 || c.sample < 1 || c.rounds < 1 || c.duration < time.Second || c.starts < 1 || c.threads < 1 || c.conns < c.threads {
@@ -187,6 +189,9 @@ func run(ctx context.Context, c config) error {
 	if redis != nil {
 		env.redis = redis.url()
 	}
+	if env.peers, err = newPeerCreds(ctx, caddyBin, c.out); err != nil {
+		return err
+	}
 	if err := env.writeConfigs(ctx); err != nil {
 		return err
 	}
@@ -227,7 +232,7 @@ func run(ctx context.Context, c config) error {
 	}
 	defer proc.stop()
 	memStart, _ := readRSS(proc.pid())
-	rateLimited, err := sanityCheck(ctx, ports, fill.samples)
+	rateLimited, err := sanityCheck(ctx, ports, fill.samples, env.peers)
 	if err != nil {
 		return err
 	}
@@ -235,7 +240,7 @@ func run(ctx context.Context, c config) error {
 
 	// 4, 5. Load.
 	w := &wrkRunner{bin: wrkPath, script: filepath.Join(root, "bench", "wrk.lua"), threads: c.threads, conns: c.conns}
-	pairs := definePairs(c, ports, fill.files)
+	pairs := definePairs(c, ports, fill.files, env.peers)
 	mon := &cpuMonitor{pids: []int{proc.pid(), up.pid()}}
 	var results []pairResult
 	for _, p := range pairs {
@@ -292,7 +297,7 @@ func run(ctx context.Context, c config) error {
 	}
 	var profiles []string
 	if c.profile {
-		profiles, err = profileUnderLoad(ctx, w, c, ports, fill.files, caddyBin)
+		profiles, err = profileUnderLoad(ctx, w, c, ports, fill.files, env.peers, caddyBin)
 		if err != nil {
 			return err
 		}

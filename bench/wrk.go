@@ -185,15 +185,19 @@ type wrkRunner struct {
 	threads, conns int
 }
 
-// run runs wrk once against url with the keys of keysFile. The run is
-// bounded by its duration (plus 30 s, then wrk is killed).
-func (w *wrkRunner) run(ctx context.Context, url, keysFile string, d time.Duration, threads, conns int) (wrkResult, error) {
+// run runs wrk once against url with the keys of keysFile, sent in header
+// (X-API-Key if empty). The run is bounded by its duration (plus 30 s,
+// then wrk is killed).
+func (w *wrkRunner) run(ctx context.Context, url, keysFile, header string, d time.Duration, threads, conns int) (wrkResult, error) {
 	secs := max(1, int(d.Round(time.Second)/time.Second))
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(secs)*time.Second+30*time.Second)
 	defer cancel()
 	args := []string{
 		"-t" + strconv.Itoa(threads), "-c" + strconv.Itoa(conns), "-d" + strconv.Itoa(secs) + "s",
 		"--timeout", "5s", "--latency", "-s", w.script, url, "--", keysFile,
+	}
+	if header != "" {
+		args = append(args, header)
 	}
 	cmd := exec.Command(w.bin, args...)
 	cmd.Env = childEnv()
@@ -227,18 +231,20 @@ func (w *wrkRunner) run(ctx context.Context, url, keysFile string, d time.Durati
 }
 
 // pairDef is a pair of sites measured in alternation: A (plain) and B
-// (with apikey), under the same wrk settings and the same credentials.
+// (with apikey, or a peer's authentication), under the same wrk settings
+// and the same credentials.
 type pairDef struct {
 	id, name       string
 	aLabel, bLabel string
 	aURL, bURL     string
 	keys           string // keys file
+	header         string // that carries the keys; X-API-Key if empty
 	threads, conns int
 	dur            time.Duration
 	bRefused       bool // B answers 401 to every request
 }
 
-func definePairs(c config, p ports, f keyFiles) []pairDef {
+func definePairs(c config, p ports, f keyFiles, peers peerCreds) []pairDef {
 	pairs := []pairDef{
 		{id: "respond", name: "apikey+respond / respond, valid keys",
 			aLabel: "respond", bLabel: "apikey+respond",
@@ -246,6 +252,12 @@ func definePairs(c config, p ports, f keyFiles) []pairDef {
 		{id: "proxy", name: "apikey+reverse_proxy / reverse_proxy, valid keys",
 			aLabel: "reverse_proxy", bLabel: "apikey+reverse_proxy",
 			aURL: p.url(p.proxy), bURL: p.url(p.apikeyProxy), keys: f.valid},
+		{id: "basic_auth", name: "basic_auth+respond / respond, one user (bcrypt, cached)",
+			aLabel: "respond", bLabel: "basic_auth+respond",
+			aURL: p.url(p.respond), bURL: p.url(p.basicAuth), keys: peers.basicFile, header: "Authorization"},
+		{id: "forward_auth", name: "forward_auth+respond / respond, to a local check site",
+			aLabel: "respond", bLabel: "forward_auth+respond",
+			aURL: p.url(p.respond), bURL: p.url(p.forwardAuth), keys: peers.tokenFile, header: peerTokenHeader},
 		{id: "unknown", name: "unknown-key flood (401) / respond",
 			aLabel: "respond", bLabel: "apikey+respond, unknown keys",
 			aURL: p.url(p.respond), bURL: p.url(p.apikeyRespond), keys: f.unknown, bRefused: true},
@@ -277,12 +289,12 @@ type pairResult struct {
 }
 
 // measure runs wrk once and records the CPU that went where.
-func measure(ctx context.Context, w *wrkRunner, mon *cpuMonitor, url, keys string, d time.Duration, threads, conns int) (wrkResult, error) {
+func measure(ctx context.Context, w *wrkRunner, mon *cpuMonitor, url, keys, header string, d time.Duration, threads, conns int) (wrkResult, error) {
 	before, err := mon.snapshot()
 	if err != nil {
 		return wrkResult{}, err
 	}
-	r, err := w.run(ctx, url, keys, d, threads, conns)
+	r, err := w.run(ctx, url, keys, header, d, threads, conns)
 	if err != nil {
 		return r, err
 	}
@@ -307,7 +319,7 @@ func runPair(ctx context.Context, w *wrkRunner, mon *cpuMonitor, p pairDef, c co
 			return res, err
 		}
 		for _, u := range []string{p.aURL, p.bURL} {
-			if _, err := w.run(ctx, u, p.keys, c.warmup, p.threads, p.conns); err != nil {
+			if _, err := w.run(ctx, u, p.keys, p.header, c.warmup, p.threads, p.conns); err != nil {
 				return res, err
 			}
 		}
@@ -319,10 +331,10 @@ func runPair(ctx context.Context, w *wrkRunner, mon *cpuMonitor, p pairDef, c co
 				return res, err
 			}
 			var err error
-			if a, err = measure(ctx, w, mon, p.aURL, p.keys, p.dur, p.threads, p.conns); err != nil {
+			if a, err = measure(ctx, w, mon, p.aURL, p.keys, p.header, p.dur, p.threads, p.conns); err != nil {
 				return res, err
 			}
-			if b, err = measure(ctx, w, mon, p.bURL, p.keys, p.dur, p.threads, p.conns); err != nil {
+			if b, err = measure(ctx, w, mon, p.bURL, p.keys, p.header, p.dur, p.threads, p.conns); err != nil {
 				return res, err
 			}
 			if (a.Foreign <= foreignLimit && b.Foreign <= foreignLimit) || attempt >= c.retries || budget.left() < 2*p.dur {

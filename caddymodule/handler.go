@@ -132,15 +132,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if !ok {
 		return nil
 	}
+	pv := new(passValues) // the one allocation of a pass
 	if res.Rate.Limit > 0 {
-		setRateHeaders(w.Header(), res.Rate)
+		pv.setRate(w.Header(), res.Rate)
 	}
 	if !h.ForwardKey {
 		h.auth.removeCredential(r.Header, src)
 	}
 	scrubTrailers(r, h.auth.header)
+	pv.setIdentity(r.Header, &res)
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	setIdentity(r.Header, repl, &res)
+	setPlaceholders(repl, &res)
 	return next.ServeHTTP(w, r)
 }
 

@@ -3,7 +3,9 @@ package caddymodule
 import (
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
+	"unsafe"
 
 	"github.com/caddyserver/caddy/v2"
 
@@ -29,11 +31,19 @@ var identityHeaders = [...]string{HeaderKeyID, HeaderKeyName, HeaderKeyType, Hea
 func stripIdentity(h http.Header) {
 	// One pass over the request's few headers finds every spelling,
 	// canonical ones included: cheaper than hashing the five names to
-	// delete them first.
+	// delete them first. It notes Connection on the way, which saves
+	// hashing that name too.
+	conn := false
 	for k := range h {
-		if isIdentityName(k) {
+		switch {
+		case isIdentityName(k):
 			delete(h, k)
+		case k == "Connection":
+			conn = true
 		}
+	}
+	if !conn {
+		return
 	}
 	if conn, ok := h["Connection"]; ok {
 		h["Connection"] = filterConnection(conn)
@@ -155,21 +165,50 @@ func filterConnection(vals []string) []string {
 	return out
 }
 
+// passValues is one passing request's copy of the values of the headers
+// the handler sets: the five identity headers and the three RateLimit-*
+// ones, with the digits of the rate numbers, in one allocation (the only
+// one the handler makes on a pass). The values are the request's own,
+// never shared with another request: a handler such as header replaces a
+// value in place (hdr[name][i] = ...), which on an array shared by a
+// key's requests would rewrite the value for all of them. Each header
+// gets its own element, capacity one: an append copies.
+type passValues struct {
+	vals   [len(identityHeaders) + 3]string
+	digits [3 * 20]byte // three int64s in decimal, sign included
+}
+
 // setIdentity sets the identity headers and placeholders of a verified key.
-// It makes two allocations per request: the values' backing array (each
-// header gets its own element: handlers such as header replace values in
-// place, so they must not be shared between requests) and the placeholder
-// provider, which the replacer calls only when a placeholder is used (the
-// access log's user_id does), so nothing is converted to an interface on
-// requests that never ask.
 func setIdentity(h http.Header, repl *caddy.Replacer, res *keystore.Result) {
+	new(passValues).setIdentity(h, res)
+	setPlaceholders(repl, res)
+}
+
+// setIdentity sets the identity headers of res's key in h.
+func (pv *passValues) setIdentity(h http.Header, res *keystore.Result) {
 	k := res.Key
-	vals := make([]string, len(identityHeaders))
+	vals := pv.vals[:len(identityHeaders)]
 	vals[0], vals[1], vals[2], vals[3], vals[4] = k.ID, k.Name, k.Type, k.Account, res.ScopeHeader
 	for i, name := range identityHeaders {
 		h[name] = vals[i : i+1 : i+1]
 	}
-	setPlaceholders(repl, res)
+}
+
+// setRate sets RateLimit-Limit, RateLimit-Remaining and RateLimit-Reset
+// (see setRateHeaders) in h.
+func (pv *passValues) setRate(h http.Header, st keystore.RateState) {
+	b := strconv.AppendInt(pv.digits[:0], int64(st.Limit), 10)
+	i := len(b)
+	b = strconv.AppendInt(b, int64(st.Remaining), 10)
+	j := len(b)
+	b = strconv.AppendInt(b, int64(st.Reset), 10)
+	// The digits are never written again: the strings can view them.
+	nums := unsafe.String(unsafe.SliceData(b), len(b))
+	vals := pv.vals[len(identityHeaders):]
+	vals[0], vals[1], vals[2] = nums[:i], nums[i:j], nums[j:]
+	h["Ratelimit-Limit"] = vals[0:1:1]
+	h["Ratelimit-Remaining"] = vals[1:2:2]
+	h["Ratelimit-Reset"] = vals[2:3:3]
 }
 
 // setPlaceholders sets the identity placeholders ({http.auth.user.id} and
@@ -180,20 +219,40 @@ func setPlaceholders(repl *caddy.Replacer, res *keystore.Result) {
 	if repl == nil || res.Key == nil {
 		return
 	}
-	k, scopes := res.Key, res.ScopeHeader
-	repl.Map(func(key string) (any, bool) {
+	repl.Map(placeholders(res))
+}
+
+// placeholders is the provider of res's key's identity placeholders, which
+// the replacer calls only when a placeholder is used (the access log's
+// user_id does). It is made once per cached key, with its values already
+// converted to interfaces, and kept in the key's memo (immutable: the
+// key's snapshot never changes), so that a request allocates nothing for
+// it, whether a placeholder is used or not.
+func placeholders(res *keystore.Result) func(string) (any, bool) {
+	if res.Memo != nil {
+		if f, ok := res.Memo.Load().(func(string) (any, bool)); ok {
+			return f
+		}
+	}
+	k := res.Key
+	vals := [...]any{k.ID, k.Name, k.Account, k.Type, res.ScopeHeader}
+	f := func(key string) (any, bool) {
 		switch key {
 		case "http.auth.user.id":
-			return k.ID, true
+			return vals[0], true
 		case "http.auth.user.name":
-			return k.Name, true
+			return vals[1], true
 		case "http.auth.user.account":
-			return k.Account, true
+			return vals[2], true
 		case "http.auth.user.type":
-			return k.Type, true
+			return vals[3], true
 		case "http.auth.user.scopes":
-			return scopes, true
+			return vals[4], true
 		}
 		return nil, false
-	})
+	}
+	if res.Memo != nil {
+		res.Memo.Store(f)
+	}
+	return f
 }

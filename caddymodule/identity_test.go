@@ -208,3 +208,50 @@ func TestSetIdentity(t *testing.T) {
 		t.Errorf("headers without a replacer: %v", h)
 	}
 }
+
+// TestIdentityValuesAreTheRequestsOwn: a handler after apikey may rewrite
+// a header value in place (header's replace does hdr[name][i] = ...);
+// another request of the same key must not see it. The placeholder
+// provider, which is shared through the key's memo, still names the key.
+func TestIdentityValuesAreTheRequestsOwn(t *testing.T) {
+	res := &keystore.Result{
+		Key:         &keystore.Key{ID: "0192-id", Name: "CRM sync", Type: "api", Account: "acme"},
+		ScopeHeader: "contacts:read",
+		Memo:        new(keystore.Memo),
+	}
+	first, second := http.Header{}, http.Header{}
+	repl1, repl2 := caddy.NewReplacer(), caddy.NewReplacer()
+	setIdentity(first, repl1, res)
+	setRateHeaders(first, keystore.RateState{Limit: 100, Remaining: 99, Reset: 1})
+	for name := range first {
+		first[name][0] = "rewritten"
+	}
+	setIdentity(second, repl2, res)
+	setRateHeaders(second, keystore.RateState{Limit: 100, Remaining: 98, Reset: 1})
+	want := http.Header{
+		"X-Api-Key-Id":        {"0192-id"},
+		"X-Api-Key-Name":      {"CRM sync"},
+		"X-Api-Key-Type":      {"api"},
+		"X-Api-Account":       {"acme"},
+		"X-Api-Scopes":        {"contacts:read"},
+		"Ratelimit-Limit":     {"100"},
+		"Ratelimit-Remaining": {"98"},
+		"Ratelimit-Reset":     {"1"},
+	}
+	if !reflect.DeepEqual(second, want) {
+		t.Errorf("the second request's headers: %v, want %v", second, want)
+	}
+	if res.Memo.Load() == nil {
+		t.Fatal("the placeholder provider was not kept in the key's memo")
+	}
+	for _, repl := range []*caddy.Replacer{repl1, repl2} {
+		if got, _ := repl.GetString("http.auth.user.name"); got != "CRM sync" {
+			t.Errorf("{http.auth.user.name} = %q", got)
+		}
+	}
+	// Appending to a value copies it: the other headers are untouched.
+	second["X-Api-Key-Id"] = append(second["X-Api-Key-Id"], "more")
+	if got := second["X-Api-Key-Name"]; len(got) != 1 || got[0] != "CRM sync" {
+		t.Errorf("an append to one header changed another: %q", got)
+	}
+}

@@ -154,19 +154,7 @@ func limitedBy(res keystore.Result) string {
 // bucket size), RateLimit-Remaining and RateLimit-Reset (seconds until the
 // bucket is full), as Kong also sends them.
 func setRateHeaders(h http.Header, st keystore.RateState) {
-	// Two allocations: the three numbers in one string, the three values
-	// in one array (an element each: values are never shared).
-	var buf [64]byte
-	b := strconv.AppendInt(buf[:0], int64(st.Limit), 10)
-	i := len(b)
-	b = strconv.AppendInt(b, int64(st.Remaining), 10)
-	j := len(b)
-	b = strconv.AppendInt(b, int64(st.Reset), 10)
-	nums := string(b)
-	vals := []string{nums[:i], nums[i:j], nums[j:]}
-	h["Ratelimit-Limit"] = vals[0:1:1]
-	h["Ratelimit-Remaining"] = vals[1:2:2]
-	h["Ratelimit-Reset"] = vals[2:3:3]
+	new(passValues).setRate(h, st)
 }
 
 // storeUnavailable answers when the store failed to read: the request is

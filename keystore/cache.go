@@ -30,18 +30,29 @@ type snapshot struct {
 	// quota and its counter; nil without a quota.
 	quota *Quota
 	qc    *quotaCounter
-	key   Key
+	// memo is the caller's value derived from the key (see Memo).
+	memo Memo
+	// inline holds the parsed scopes of a key with at most len(inline)
+	// (scopes is then inline[:n]), so that checking a scope reads the
+	// entry's own memory (and, the resources being interned, no other
+	// memory of the key's).
+	inline [3]Scope
+	key    Key
 }
 
 // init fills sn from k (copied: the snapshot owns its record).
 func (sn *snapshot) init(k *Key, acct *accountState, qc *quotaCounter) {
 	*sn = snapshot{key: *k, account: acct, revoked: k.RevokedAt != nil, quota: k.Quota, qc: qc}
+	sn.scopeHeader = strings.Join(k.Scopes, " ")
+	sn.scopes = sn.inline[:0]
 	for _, s := range k.Scopes {
 		if sc, err := ParseScope(s); err == nil {
 			sn.scopes = append(sn.scopes, sc)
 		}
 	}
-	sn.scopeHeader = strings.Join(k.Scopes, " ")
+	if len(sn.scopes) == 0 {
+		sn.scopes = nil // as a key without scopes always had
+	}
 	if k.ExpiresAt != nil {
 		sn.expires = unixNano(*k.ExpiresAt)
 	}
@@ -50,6 +61,24 @@ func (sn *snapshot) init(k *Key, acct *accountState, qc *quotaCounter) {
 	}
 	sn.limShard = limiterShard(k.ID)
 }
+
+// Memo is a slot of a cached key for one value that a caller derives from
+// the key's Result (the Caddy handler keeps the key's placeholder provider
+// there): made by the first request that needs it, then shared by every
+// later request of the key. It lives exactly as long as the key's cache
+// entry, whose snapshot never changes: an edit of the key makes a new
+// entry, with an empty memo. The value must be immutable, and always of
+// the same type (Store panics otherwise: the slot has one user); two
+// requests racing to make it store equal values, and either is kept. The
+// value is held in the entry itself (a pointer-shaped one, such as a func,
+// needs no other memory to load).
+type Memo struct{ v atomic.Value }
+
+// Load returns the value, or nil before one is stored.
+func (m *Memo) Load() any { return m.v.Load() }
+
+// Store sets the value.
+func (m *Memo) Store(v any) { m.v.Store(v) }
 
 // unixNano is t.UnixNano, saturated to the int64 range: UnixNano is
 // undefined after 2262, and an expiry in 2300 must not wrap into the past.

@@ -75,18 +75,31 @@ type RateState struct {
 // marking it dead under it, so a token is never taken from a bucket that
 // is being dropped (a request that meets a dead bucket takes from the
 // live one instead).
+//
+// The bucket is its own token bucket, with the arithmetic of
+// golang.org/x/time/rate's Limiter (AllowN, TokensAt, ReserveN) inline:
+// one allocation of 64 bytes, one cache line and one lock per request,
+// where a Limiter behind a pointer was a second allocation, a second
+// cache line and a second lock (its own), and TokensAt a third locking.
+// Under requests spread over many keys, each bucket is out of the CPU's
+// caches, and every line costs a miss.
 type bucket struct {
 	mu   sync.Mutex
-	lim  *rate.Limiter
-	cfg  *Limit // the limit lim was made for (a key's own points into its cache entry)
 	dead bool
+	cfg  *Limit // the limit the bucket follows (a key's own points into its cache entry)
+	// perSec is cfg's rate in tokens per second.
+	perSec float64
+	// tokens is the bucket's content at last; it refills at perSec up to
+	// cfg.Burst. The zero last (a new bucket) reads as full.
+	tokens float64
+	last   time.Time
 	// g, on an engine with kv.Limits, is the bucket's lease of the
-	// engine's bucket (globallimit.go), which decides instead of lim.
+	// engine's bucket (globallimit.go), which decides instead.
 	g *tokenLease
 }
 
 func newBucket(l *Limit) *bucket {
-	return &bucket{lim: rate.NewLimiter(l.perSecond(), l.Burst), cfg: l} // starts full
+	return &bucket{cfg: l, perSec: float64(l.perSecond()), tokens: float64(l.Burst)} // starts full
 }
 
 // take spends one token if there is one. If the limit changed since the
@@ -111,26 +124,47 @@ func (b *bucket) takeLive(l *Limit, now time.Time) (st RateState, ok, live bool)
 	if b.cfg != l && *b.cfg != *l {
 		b.adopt(l, now)
 	}
-	ok = b.lim.AllowN(now, 1)
-	tokens := b.lim.TokensAt(now)
+	tokens := b.advance(now)
+	if ok = b.admits(tokens - 1); ok {
+		tokens--
+		b.tokens, b.last = tokens, now
+	}
 	st = RateState{Limit: l.Burst, Remaining: max(int(tokens), 0)}
-	perSec := float64(l.perSecond())
-	st.Reset = int(math.Ceil((float64(l.Burst) - tokens) / perSec))
+	st.Reset = int(math.Ceil((float64(l.Burst) - tokens) / b.perSec))
 	if !ok {
-		st.RetryAfter = max(int(math.Ceil((1-tokens)/perSec)), 1)
+		st.RetryAfter = max(int(math.Ceil((1-tokens)/b.perSec)), 1)
 	}
 	return st, ok, true
 }
 
-// adopt replaces the limiter with one for l that keeps what was consumed:
-// a client that used 5 of 5 and gets a limit of 50 has 45 left, and one
-// that used 10 of 50 and gets a limit of 5 has none. b.mu is held.
-func (b *bucket) adopt(l *Limit, now time.Time) {
-	lim := rate.NewLimiter(l.perSecond(), l.Burst)
-	if used := math.Ceil(float64(b.cfg.Burst) - b.lim.TokensAt(now)); used > 0 {
-		lim.ReserveN(now, min(int(used), l.Burst))
+// advance is the bucket's content at now (Limiter.advance): what it held
+// at last, refilled for the time since, up to the burst. A time before
+// last refills nothing. It changes nothing. b.mu is held.
+func (b *bucket) advance(now time.Time) float64 {
+	elapsed := now.Sub(b.last)
+	if elapsed < 0 {
+		elapsed = 0
 	}
-	b.lim, b.cfg = lim, l
+	return min(b.tokens+elapsed.Seconds()*b.perSec, float64(b.cfg.Burst))
+}
+
+// admits reports whether a bucket left with after tokens may give them
+// (Limiter.reserveN without waiting): none owed, or less than a
+// nanosecond's worth, which the Limiter rounds to no wait. b.mu is held.
+func (b *bucket) admits(after float64) bool {
+	return after >= 0 || time.Duration(-after/b.perSec*float64(time.Second)) <= 0
+}
+
+// adopt makes the bucket follow l, keeping what was consumed: a client
+// that used 5 of 5 and gets a limit of 50 has 45 left, and one that used
+// 10 of 50 and gets a limit of 5 has none. b.mu is held.
+func (b *bucket) adopt(l *Limit, now time.Time) {
+	used := math.Ceil(float64(b.cfg.Burst) - b.advance(now))
+	b.cfg, b.perSec = l, float64(l.perSecond())
+	b.tokens, b.last = float64(l.Burst), time.Time{}
+	if used > 0 {
+		b.tokens, b.last = float64(l.Burst-min(int(used), l.Burst)), now
+	}
 }
 
 // refund gives back a token taken by a request that a later check refused.
@@ -141,7 +175,9 @@ func (b *bucket) refund(now time.Time) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.lim.AllowN(now, -1)
+	if tokens := b.advance(now) + 1; b.admits(tokens) {
+		b.tokens, b.last = tokens, now
+	}
 }
 
 // fullLocked reports whether the bucket is full: then it is
@@ -150,7 +186,7 @@ func (b *bucket) fullLocked(now time.Time) bool {
 	if b.g != nil {
 		return b.g.idle(now)
 	}
-	return b.lim.TokensAt(now) >= float64(b.cfg.Burst)
+	return b.advance(now) >= float64(b.cfg.Burst)
 }
 
 // retireIfFull marks a full bucket dead and reports whether it did.

@@ -1,10 +1,14 @@
 package keystore
 
 import (
+	"math"
+	mrand "math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 func TestBucketArithmetic(t *testing.T) {
@@ -282,6 +286,82 @@ func TestSweepRacesRequests(t *testing.T) {
 		stopSweeps()
 		if n := passed.Load(); n != 1 {
 			t.Fatalf("key %d: %d of %d requests passed a limit of 1 a day", i, n, clients)
+		}
+	}
+}
+
+// refBucket is the bucket as it was built on golang.org/x/time/rate's
+// Limiter: the reference that the inline arithmetic must match.
+type refBucket struct {
+	lim *rate.Limiter
+	cfg *Limit
+}
+
+func (b *refBucket) take(l *Limit, now time.Time) (RateState, bool) {
+	if *b.cfg != *l {
+		lim := rate.NewLimiter(l.perSecond(), l.Burst)
+		if used := math.Ceil(float64(b.cfg.Burst) - b.lim.TokensAt(now)); used > 0 {
+			lim.ReserveN(now, min(int(used), l.Burst))
+		}
+		b.lim, b.cfg = lim, l
+	}
+	ok := b.lim.AllowN(now, 1)
+	tokens := b.lim.TokensAt(now)
+	st := RateState{Limit: l.Burst, Remaining: max(int(tokens), 0)}
+	perSec := float64(l.perSecond())
+	st.Reset = int(math.Ceil((float64(l.Burst) - tokens) / perSec))
+	if !ok {
+		st.RetryAfter = max(int(math.Ceil((1-tokens)/perSec)), 1)
+	}
+	return st, ok
+}
+
+// TestBucketMatchesRateLimiter drives the bucket and the Limiter-based
+// reference through the same random takes, refunds, limit changes and
+// clock steps (backwards too): every answer and every RateState must be
+// the same, and the bucket must read full exactly when the reference does.
+func TestBucketMatchesRateLimiter(t *testing.T) {
+	limits := []*Limit{
+		{Requests: 5, Window: time.Second, Burst: 5},
+		{Requests: 3, Window: time.Minute, Burst: 10},
+		{Requests: 100, Window: time.Second, Burst: 100},
+		{Requests: 1, Window: time.Hour, Burst: 1},
+		{Requests: 7, Window: 250 * time.Millisecond, Burst: 2},
+		{Requests: 1 << 20, Window: time.Second, Burst: 1 << 20},
+	}
+	r := mrand.New(mrand.NewPCG(7, 22))
+	for seq := range 200 {
+		l := limits[r.IntN(len(limits))]
+		b, ref := newBucket(l), &refBucket{lim: rate.NewLimiter(l.perSecond(), l.Burst), cfg: l}
+		now := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+		for step := range 300 {
+			switch d := r.IntN(100); {
+			case d < 60:
+				now = now.Add(time.Duration(r.Int64N(int64(50 * time.Millisecond))))
+			case d < 65:
+				now = now.Add(time.Duration(r.Int64N(int64(2 * time.Minute))))
+			case d < 68:
+				now = now.Add(-time.Duration(r.Int64N(int64(time.Second)))) // the clock steps back
+			}
+			switch op := r.IntN(100); {
+			case op < 5:
+				l = limits[r.IntN(len(limits))]
+			case op < 12:
+				b.refund(now)
+				ref.lim.AllowN(now, -1)
+				continue
+			}
+			got, gotOK := b.take(l, now)
+			want, wantOK := ref.take(l, now)
+			if got != want || gotOK != wantOK {
+				t.Fatalf("sequence %d, step %d, limit %+v: bucket %+v %v, reference %+v %v", seq, step, *l, got, gotOK, want, wantOK)
+			}
+			b.mu.Lock()
+			full := b.fullLocked(now)
+			b.mu.Unlock()
+			if refFull := ref.lim.TokensAt(now) >= float64(ref.cfg.Burst); full != refFull {
+				t.Fatalf("sequence %d, step %d: full %v, reference %v", seq, step, full, refFull)
+			}
 		}
 	}
 }

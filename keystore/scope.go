@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // Access is the access part of a scope.
@@ -101,7 +102,46 @@ func ParseScope(s string) (Scope, error) {
 	if !ok {
 		return Scope{}, fmt.Errorf("invalid scope %q: access must be read, write or delete", s)
 	}
-	return Scope{Resource: res, Access: a}, nil
+	return Scope{Resource: internResource(res), Access: a}, nil
+}
+
+// resourceNames interns resource names (ParseScope and ParseRequirement
+// return them): a request's required resource and the cached key's
+// granted one are then the same bytes, and Go's string comparison returns
+// at once for two equal strings that share their bytes, without reading
+// them. The key's copy would be out of the CPU's caches under requests
+// spread over many keys; the interned one is shared, and stays in them.
+// Resource names come from scopes that an admin stored or configured; the
+// table stops growing at maxInterned (then names are returned as they
+// are, which only costs the comparison its shortcut).
+var resourceNames struct {
+	sync.RWMutex
+	m map[string]string
+}
+
+const maxInterned = 4096
+
+func internResource(r string) string {
+	resourceNames.RLock()
+	in, ok := resourceNames.m[r]
+	resourceNames.RUnlock()
+	if ok {
+		return in
+	}
+	resourceNames.Lock()
+	defer resourceNames.Unlock()
+	if in, ok := resourceNames.m[r]; ok {
+		return in
+	}
+	if len(resourceNames.m) >= maxInterned {
+		return r
+	}
+	if resourceNames.m == nil {
+		resourceNames.m = make(map[string]string)
+	}
+	r = strings.Clone(r) // not a substring that would keep a larger string alive
+	resourceNames.m[r] = r
+	return r
 }
 
 func validResource(r string) bool {
@@ -181,7 +221,7 @@ func ParseRequirement(s string) (Requirement, error) {
 	if !validResource(s) {
 		return Requirement{}, fmt.Errorf("invalid scope %q: resource must be * or match [a-z][a-z0-9_.-]{0,63}", s)
 	}
-	return Requirement{Scope{Resource: s, Access: AccessFromMethod}}, nil
+	return Requirement{Scope{Resource: internResource(s), Access: AccessFromMethod}}, nil
 }
 
 // IsZero reports whether nothing is required.

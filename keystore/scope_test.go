@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"unsafe"
 )
 
 func TestParseScope(t *testing.T) {
@@ -359,5 +360,37 @@ func TestAccessForMethodCase(t *testing.T) {
 		if n := testing.AllocsPerRun(100, func() { AccessForMethod(m) }); n != 0 {
 			t.Errorf("AccessForMethod(%q) allocates %v times", m, n)
 		}
+	}
+}
+
+// TestResourcesInterned: a route's required resource and a key's granted
+// one share their bytes, whichever was parsed first, so that the scope
+// check compares pointers, not the cached key's bytes.
+func TestResourcesInterned(t *testing.T) {
+	req, err := ParseRequirement(strings.Clone("interned-contacts"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	full, err := ParseRequirement(strings.Clone("interned-contacts:write"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	granted, err := ParseScope(strings.Clone("interned-contacts:read"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []string{req.Resource, full.Resource} {
+		if unsafe.StringData(r) != unsafe.StringData(granted.Resource) {
+			t.Errorf("resource %q of a requirement does not share its bytes with the granted scope's", r)
+		}
+	}
+	// A resource parsed from a longer string does not keep it alive.
+	big := strings.Repeat("q", 1<<10) + "zz-unique:read"
+	sc, err := ParseScope(big[1<<10:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc.Resource != "zz-unique" || unsafe.StringData(sc.Resource) == unsafe.StringData(big[1<<10:]) {
+		t.Errorf("resource %q shares the bytes of the string it was parsed from", sc.Resource)
 	}
 }

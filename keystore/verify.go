@@ -58,6 +58,9 @@ type Result struct {
 	Scopes []Scope
 	// ScopeHeader is the granted scopes, sorted, space-separated.
 	ScopeHeader string
+	// Memo is the key's slot for a value derived from Key and
+	// ScopeHeader, shared by the key's requests; set with Key.
+	Memo *Memo
 	// AccountStatus is the key's account's status.
 	AccountStatus string
 	// Required is the scope the request needed, if any.
@@ -127,6 +130,7 @@ func (v *Verifier) Verify(cred string, req Scope, needScope bool) (Result, error
 		Key:           &sn.key,
 		Scopes:        sn.scopes,
 		ScopeHeader:   sn.scopeHeader,
+		Memo:          &sn.memo,
 		AccountStatus: acct.Status,
 		Required:      req,
 	}
