@@ -206,6 +206,8 @@ var (
 	descStoreErrors  = storeDesc("store_errors_total", "Errors of the store's engine (Badger; Redis in cluster mode): failed reads, writes and commits.")
 	descReplicaLag   = storeDesc("replica_lag_seconds", "Cluster mode: how long ago this replica last confirmed that it knows every change of the shared store.")
 	descReplicaStale = storeDesc("replica_stale", "Cluster mode: 1 while this replica refuses key checks (503 unavailable) because it is not confirmed current within max_staleness, 0 otherwise.")
+	descLeaseRefills = storeDesc("lease_refills_total", "Cluster mode: round trips to Redis for the leases of the cluster-wide rate limits and quotas (background refills, and the request path's takes of a bucket that held no lease).")
+	descReplicas     = storeDesc("replicas_alive", "Cluster mode: how many replicas the last heartbeat found alive (a rate limit's per-replica share while Redis is unreachable is the limit divided by this).")
 )
 
 func storeDesc(name, help string, labels ...string) *prometheus.Desc {
@@ -215,7 +217,7 @@ func storeDesc(name, help string, labels ...string) *prometheus.Desc {
 // Describe implements prometheus.Collector.
 func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCacheHits, descCacheMisses, descStoreReads, descKeys, descAccounts,
-		descPurgeRuns, descKeysPurged, descFlushes, descFlushErrors, descStoreErrors, descReplicaLag, descReplicaStale} {
+		descPurgeRuns, descKeysPurged, descFlushes, descFlushErrors, descStoreErrors, descReplicaLag, descReplicaStale, descLeaseRefills, descReplicas} {
 		ch <- d
 	}
 }
@@ -257,5 +259,7 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 			stale = 1
 		}
 		gauge(descReplicaStale, stale)
+		counter(descLeaseRefills, st.LeaseRefills)
+		gauge(descReplicas, float64(st.Replicas))
 	}
 }

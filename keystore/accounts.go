@@ -72,7 +72,7 @@ func (s *Store) CreateAccountBy(a Account, actor string) (*Account, error) {
 	if err := s.update(func(t txn) error { return t.putJSON(keyA(a.ID), &a) }); err != nil {
 		return nil, err
 	}
-	st := newAccountState(&a, nil)
+	st := s.newAccountState(&a, nil)
 	st.keys.counted.Store(true) // a new account holds no keys
 	s.accounts[a.ID] = st
 	s.acctIndex.Store(a.ID, st)
@@ -220,6 +220,7 @@ func (s *Store) DeleteAccount(id string) error {
 	if err != nil {
 		return err
 	}
+	s.forgetAccountLimits(id)
 	delete(s.accounts, id)
 	s.acctIndex.Delete(id)
 	return nil

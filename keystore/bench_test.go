@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/caddy-apikey/caddy-apikey/internal/redistest"
 )
 
 // benchStore opens a store for a benchmark; the store is closed when the
@@ -389,4 +391,32 @@ func benchEnvInt(b *testing.B, name string, def int) int {
 		b.Fatalf("%s=%q: want a positive number", name, env)
 	}
 	return n
+}
+
+// BenchmarkVerifyHitGlobalLimit is BenchmarkVerifyHitLimited in cluster
+// mode: the key's and its account's buckets are Redis's (leases of them
+// spent in memory, refilled in the background). It must not allocate.
+func BenchmarkVerifyHitGlobalLimit(b *testing.B) {
+	srv := redistest.Start(b)
+	s, err := Open(Options{Engine: openRedisEngine(b, srv, "bench:", "A"), LastUsedFlush: time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	f := DefaultFormat()
+	big := &RateLimit{Requests: 1 << 30, Window: "1s", Burst: 1 << 30}
+	if _, err := s.CreateAccount(Account{ID: "acme", RateLimit: big}); err != nil {
+		b.Fatal(err)
+	}
+	_, plain := mustCreate(b, s, f, NewKey{Account: "acme", Scopes: []string{"contacts:write", "orders:read"}, RateLimit: big})
+	v := &Verifier{Store: s, Format: f}
+	req := Scope{Resource: "contacts", Access: AccessRead}
+	b.ReportAllocs()
+	for b.Loop() {
+		res, err := v.Verify(plain, req, true)
+		if err != nil || res.Outcome != OK {
+			b.Fatal(res.Outcome.Code(), err)
+		}
+	}
+	b.ReportMetric(float64(s.Stats().LeaseRefills)/float64(b.N), "refills/op")
 }

@@ -53,6 +53,9 @@ type quotaCounter struct {
 	period  int64 // start of the counted period, unix seconds
 	used    int64
 	flushed quotaCount // what Badger holds
+	// g, on an engine with kv.Limits, counts against the engine's
+	// counter (globalquota.go); nil counts in this process.
+	g *quotaLease
 }
 
 // quotaCount is a counter as persisted.
@@ -64,6 +67,9 @@ type quotaCount struct {
 // take counts one request if the quota allows it. It returns the end of
 // the period, for Retry-After.
 func (c *quotaCounter) take(q *Quota, now time.Time) (bool, time.Time) {
+	if c.g != nil {
+		return c.takeGlobal(q, now)
+	}
 	start, end := periodBounds(q.Period, now)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -79,6 +85,10 @@ func (c *quotaCounter) take(q *Quota, now time.Time) (bool, time.Time) {
 
 // refund uncounts a request that a later check refused.
 func (c *quotaCounter) refund(q *Quota, now time.Time) {
+	if c.g != nil {
+		c.refundGlobal(q, now)
+		return
+	}
 	start, _ := periodBounds(q.Period, now)
 	c.mu.Lock()
 	if c.period == start.Unix() && c.used > 0 {
@@ -128,6 +138,8 @@ func newQuotaCounter(persisted []byte) *quotaCounter {
 type quotas struct {
 	mu sync.Mutex
 	m  map[string]*quotaCounter
+	// global, if not nil, makes the counters count against the engine.
+	global *globalLimits
 }
 
 // counter returns the key's counter, loading the persisted count with load
@@ -143,6 +155,9 @@ func (qs *quotas) counter(id string, load func() ([]byte, error)) (*quotaCounter
 		return nil, err
 	}
 	c := newQuotaCounter(b)
+	if qs.global != nil {
+		qs.global.attach(c, "k/"+id)
+	}
 	qs.m[id] = c
 	return c, nil
 }
@@ -155,6 +170,9 @@ func (qs *quotas) get(id string) *quotaCounter {
 
 func (qs *quotas) drop(id string) {
 	qs.mu.Lock()
+	if c := qs.m[id]; c != nil && qs.global != nil {
+		qs.global.detach(c)
+	}
 	delete(qs.m, id)
 	qs.mu.Unlock()
 }
@@ -182,6 +200,13 @@ func (s *Store) QuotaUsage(k *Key) (used int64, resetsAt time.Time, ok bool) {
 			return 0, end, true
 		}
 		c = newQuotaCounter(b)
+		if s.global != nil {
+			c.g = &quotaLease{gl: s.global, id: "k/" + k.ID}
+		}
+	}
+	if c.g != nil {
+		used, resetsAt = c.globalUsage(k.Quota, s.now())
+		return used, resetsAt, true
 	}
 	used, resetsAt = c.usage(k.Quota, s.now())
 	return used, resetsAt, true
@@ -196,6 +221,10 @@ func (s *Store) AccountQuotaUsage(id string) (used int64, resetsAt time.Time, ok
 	a := st.acct.Load()
 	if a.Quota == nil {
 		return 0, time.Time{}, false
+	}
+	if st.quota.g != nil {
+		used, resetsAt = st.quota.globalUsage(a.Quota, s.now())
+		return used, resetsAt, true
 	}
 	used, resetsAt = st.quota.usage(a.Quota, s.now())
 	return used, resetsAt, true

@@ -93,6 +93,9 @@ type bucket struct {
 	// cfg.Burst. The zero last (a new bucket) reads as full.
 	tokens float64
 	last   time.Time
+	// g, on an engine with kv.Limits, is the bucket's lease of the
+	// engine's bucket (globallimit.go), which decides instead.
+	g *tokenLease
 }
 
 func newBucket(l *Limit) *bucket {
@@ -113,6 +116,10 @@ func (b *bucket) takeLive(l *Limit, now time.Time) (st RateState, ok, live bool)
 	defer b.mu.Unlock()
 	if b.dead {
 		return RateState{}, false, false
+	}
+	if b.g != nil {
+		st, ok = b.g.take(l, now)
+		return st, ok, true
 	}
 	if b.cfg != l && *b.cfg != *l {
 		b.adopt(l, now)
@@ -162,6 +169,10 @@ func (b *bucket) adopt(l *Limit, now time.Time) {
 
 // refund gives back a token taken by a request that a later check refused.
 func (b *bucket) refund(now time.Time) {
+	if b.g != nil {
+		b.g.refund()
+		return
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if tokens := b.advance(now) + 1; b.admits(tokens) {
@@ -172,6 +183,9 @@ func (b *bucket) refund(now time.Time) {
 // fullLocked reports whether the bucket is full: then it is
 // indistinguishable from a new one and can be dropped. b.mu is held.
 func (b *bucket) fullLocked(now time.Time) bool {
+	if b.g != nil {
+		return b.g.idle(now)
+	}
 	return b.advance(now) >= float64(b.cfg.Burst)
 }
 
@@ -193,6 +207,8 @@ const limiterShards = 64
 // by sweep, which changes nothing (a new bucket starts full), so memory is
 // bounded by the keys active within their refill time.
 type limiters struct {
+	// global, if not nil, makes the buckets leases of the engine's.
+	global *globalLimits
 	shards [limiterShards]struct {
 		mu sync.RWMutex
 		m  map[string]*bucket
@@ -230,6 +246,9 @@ func (ls *limiters) get(id string, shard uint8, l *Limit) *bucket {
 	defer sh.mu.Unlock()
 	if b = sh.m[id]; b == nil {
 		b = newBucket(l)
+		if ls.global != nil {
+			b.g = ls.global.newTokenLease("k/"+id, l)
+		}
 		sh.m[id] = b
 	}
 	return b
@@ -277,6 +296,9 @@ func (st *accountState) bucket(l *Limit) *bucket {
 		return b
 	}
 	b := newBucket(l)
+	if st.global != nil {
+		b.g = st.global.newTokenLease(accountLimitID(st.acct.Load()), l)
+	}
 	if st.rate.CompareAndSwap(nil, b) {
 		return b
 	}

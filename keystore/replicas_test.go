@@ -14,10 +14,17 @@ import (
 // would (its own origin, cache and accounts).
 func replicas(t *testing.T, srv *redistest.Server, n int, opts Options) []*Store {
 	t.Helper()
+	return replicasNS(t, srv, n, "replicas:", opts)
+}
+
+// replicasNS is replicas on namespace ns: tests that run in parallel on
+// one Redis give each theirs.
+func replicasNS(t *testing.T, srv *redistest.Server, n int, ns string, opts Options) []*Store {
+	t.Helper()
 	var out []*Store
 	for i := range n {
 		o := opts
-		o.Engine = openRedisEngine(t, srv, "replicas:", string(rune('A'+i)))
+		o.Engine = openRedisEngine(t, srv, ns, string(rune('A'+i)))
 		s, err := Open(o)
 		if err != nil {
 			t.Fatal(err)

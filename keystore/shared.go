@@ -198,6 +198,7 @@ func (s *Store) reloadAccount(id string) error {
 		return err
 	})
 	if errors.Is(err, ErrNotFound) {
+		s.forgetAccountLimits(id)
 		delete(s.accounts, id)
 		s.acctIndex.Delete(id)
 		return nil
@@ -209,7 +210,7 @@ func (s *Store) reloadAccount(id string) error {
 		st.set(a)
 		return nil
 	}
-	st := newAccountState(a, q)
+	st := s.newAccountState(a, q)
 	s.accounts[id] = st
 	s.acctIndex.Store(id, st)
 	return nil

@@ -68,6 +68,13 @@ type Stats struct {
 	Shared bool
 	Lag    time.Duration
 	Stale  bool
+	// LeaseRefills counts the round trips to the shared engine for the
+	// leases of cluster-wide rate limits and quotas (refills, and the
+	// request path's takes when a bucket had no lease); Replicas is how
+	// many replicas the last heartbeat found alive. Both 0 unless the
+	// limits are cluster-wide.
+	LeaseRefills uint64
+	Replicas     int
 }
 
 // Stats returns the store's counts. It reads memory only.
@@ -75,7 +82,14 @@ func (s *Store) Stats() Stats {
 	s.acctMu.RLock()
 	accounts := len(s.accounts)
 	s.acctMu.RUnlock()
+	var refills uint64
+	var replicas int
+	if s.global != nil {
+		refills, replicas = s.global.calls.Load(), int(s.global.replicas.Load())
+	}
 	return Stats{
+		LeaseRefills: refills,
+		Replicas:     replicas,
 		CacheHits:    s.stats.cacheHits.Load(),
 		CacheMisses:  s.stats.cacheMisses.Load(),
 		StoreReads:   s.missReads.Load(),

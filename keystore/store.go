@@ -55,6 +55,11 @@ type Options struct {
 	// fails with ErrStale until the engine answers again. 0 means
 	// DefaultMaxStaleness.
 	MaxStaleness time.Duration
+	// On an engine with kv.Limits (redisstore), rate limits and quotas
+	// hold for every process of the engine together (globallimit.go),
+	// unless Now is set: the engine's clock decides their refills, so a
+	// store with a clock of its own (tests) counts them in its process.
+	//
 	// OnChange, if not nil, is told of every mutation this store commits
 	// (not of the changes other processes of a shared engine make), after
 	// it is durable and outside the store's locks; see Mutation. It runs
@@ -72,6 +77,9 @@ type Store struct {
 	cache  *cache
 	limits *limiters
 	quotas *quotas
+	// global is the engine's side of the rate limits and quotas on an
+	// engine with kv.Limits (cluster mode); nil counts in this process.
+	global *globalLimits
 	closed atomic.Bool
 
 	// accounts are all held in memory; a key snapshot points at its
@@ -133,10 +141,18 @@ type accountState struct {
 	rate  atomic.Pointer[bucket] // its bucket, created on first use
 	quota *quotaCounter          // its quota count
 	keys  keyCount               // the keys it holds, for max_keys
+	// global, if not nil, makes the bucket and the quota count the
+	// engine's (kv.Limits).
+	global *globalLimits
 }
 
-func newAccountState(a *Account, persistedQuota []byte) *accountState {
-	st := &accountState{quota: newQuotaCounter(persistedQuota)}
+// newAccountState is the state of account a, with its persisted quota
+// count.
+func (s *Store) newAccountState(a *Account, persistedQuota []byte) *accountState {
+	st := &accountState{quota: newQuotaCounter(persistedQuota), global: s.global}
+	if s.global != nil {
+		s.global.attach(st.quota, accountLimitID(a))
+	}
 	st.set(a)
 	return st
 }
@@ -162,6 +178,7 @@ func Open(opts Options) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
+	ownClock := opts.Now != nil
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -191,10 +208,15 @@ func Open(opts Options) (*Store, error) {
 		quotas:     &quotas{m: make(map[string]*quotaCounter)},
 		onChange:   opts.OnChange,
 	}
+	if lim, ok := eng.(kv.Limits); ok && !ownClock {
+		s.global = newGlobalLimits(lim, s.log)
+		s.limits.global, s.quotas.global = s.global, s.global
+	}
 	s.cache = newCache(opts.CacheSize, s.keepPendingUse)
 	s.filters.built = make(chan struct{})
 	s.ready = make(chan struct{})
 	if err := s.follow(opts.MaxStaleness); err != nil {
+		s.closeGlobal()
 		eng.Close()
 		return nil, err
 	}
@@ -203,6 +225,7 @@ func Open(opts Options) (*Store, error) {
 		if s.stopFollow != nil {
 			s.stopFollow()
 		}
+		s.closeGlobal()
 		eng.Close()
 		return nil, err
 	}
@@ -255,7 +278,7 @@ func (s *Store) init() error {
 			if err != nil {
 				return false, err
 			}
-			st := newAccountState(a, q)
+			st := s.newAccountState(a, q)
 			s.accounts[a.ID] = st
 			s.acctIndex.Store(a.ID, st)
 			return true, nil
@@ -269,6 +292,14 @@ func (s *Store) init() error {
 	}
 	_, err = s.CreateAccountBy(Account{ID: DefaultAccount, Name: "Default", Status: AccountOpen}, ActorSystem)
 	return err
+}
+
+// closeGlobal stops the refiller of the rate limits' and quotas' leases
+// and gives back the unspent quota leases.
+func (s *Store) closeGlobal() {
+	if s.global != nil {
+		s.global.close()
+	}
 }
 
 // Closed reports whether Close was called.
@@ -286,6 +317,7 @@ func (s *Store) Close() error {
 	}
 	s.done.Wait()
 	s.stopFilterBuilds()
+	s.closeGlobal()
 	flushErr := s.Flush()
 	return errors.Join(flushErr, s.eng.Close())
 }

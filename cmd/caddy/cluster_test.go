@@ -32,8 +32,10 @@ type replica struct {
 	p    ports
 }
 
-// startCluster starts n replicas on srv with the cluster template.
-func startCluster(t *testing.T, srv *redistest.Server, n, adminBase, siteBase int) []*replica {
+// startCluster starts n replicas on srv with the cluster template; extra
+// are more replacements of its text (old, new, ...), as a longer
+// max_staleness.
+func startCluster(t *testing.T, srv *redistest.Server, n, adminBase, siteBase int, extra ...string) []*replica {
 	t.Helper()
 	up := newUpstream(t)
 	var out []*replica
@@ -43,7 +45,7 @@ func startCluster(t *testing.T, srv *redistest.Server, n, adminBase, siteBase in
 			t.Fatal(err)
 		}
 		p := ports{admin: adminBase + i, site: siteBase + i}
-		cfg := writeConfig(t, dir, "cluster.Caddyfile.tmpl", p, "", up.URL, "{{REDIS}}", srv.URL(), "{{PREFIX}}", "cluster:")
+		cfg := writeConfig(t, dir, "cluster.Caddyfile.tmpl", p, "", up.URL, append([]string{"{{REDIS}}", srv.URL(), "{{PREFIX}}", "cluster:"}, extra...)...)
 		out = append(out, &replica{name: string(rune('A' + i)), proc: startCaddy(t, dir, cfg, p), p: p})
 	}
 	return out
@@ -189,6 +191,8 @@ func redisDump(t *testing.T, srv *redistest.Server) []byte {
 			out.WriteString(srv.Do("GET", k) + "\n")
 		case "+zset", "zset":
 			out.WriteString(strings.Join(srv.List("ZRANGE", k, "0", "-1"), "\n"))
+		case "+hash", "hash":
+			out.WriteString(strings.Join(srv.List("HGETALL", k), "\n"))
 		case "+stream", "stream":
 			out.WriteString(strings.Join(srv.List("XRANGE", k, "-", "+"), "\n"))
 		default:
