@@ -109,7 +109,12 @@ func (t txn) Exists(key []byte) (bool, error) {
 func (t txn) Set(key, val []byte) error { return mapErr(t.tx.Set(key, val)) }
 
 func (t txn) SetTTL(key, val []byte, ttl time.Duration) error {
-	return mapErr(t.tx.SetEntry(badger.NewEntry(key, val).WithTTL(ttl)))
+	// Badger keeps expiry in whole seconds. Its WithTTL truncates, so an
+	// entry could disappear up to a second before its TTL; round up
+	// instead, as kv.Entry documents: an entry lives at least ttl.
+	e := badger.NewEntry(key, val)
+	e.ExpiresAt = uint64((time.Now().Add(ttl).UnixNano() + int64(time.Second) - 1) / int64(time.Second))
+	return mapErr(t.tx.SetEntry(e))
 }
 
 func (t txn) Delete(key []byte) error { return mapErr(t.tx.Delete(key)) }
