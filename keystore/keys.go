@@ -616,7 +616,7 @@ func (s *Store) mutateKeyTx(id, actor string, guard Guard, by *Issuer, change fu
 const eventDeletesPerTxn = 4_000
 
 // delEvents deletes up to eventDeletesPerTxn of key id's audit events and
-// reports whether more remain.
+// usage points, and reports whether more remain.
 func (t txn) delEvents(id string) (more bool, err error) {
 	var events [][]byte
 	err = t.scan([]byte(pfxEvent+id+"/"), nil, false, false, func(key, _ []byte) (bool, error) {
@@ -635,7 +635,11 @@ func (t txn) delEvents(id string) (more bool, err error) {
 			return false, err
 		}
 	}
-	return more, nil
+	if more {
+		return true, nil
+	}
+	_, more, err = t.delUsage(pfxUsageKey, id, eventDeletesPerTxn-len(events))
+	return more, err
 }
 
 // deleteEvents deletes the audit events a key deletion left (marked
@@ -774,6 +778,7 @@ func (s *Store) deleteKeyIf(id string, cond func(*Key) bool, kind, actor string)
 	s.pendingMu.Lock()
 	delete(s.pendingUse, id)
 	s.pendingMu.Unlock()
+	s.usage.dropKey(id) // after the invalidation, which drained the entries
 	deleted = k
 	return nil
 }

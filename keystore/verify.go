@@ -141,6 +141,7 @@ func (v *Verifier) Verify(cred string, req Scope, needScope bool) (Result, error
 			e.lastUsed.Store(now)
 		}
 	}
+	e.usage.add(res.Outcome, now)
 	return res, nil
 }
 
