@@ -323,9 +323,9 @@ func (s *Store) background() {
 	defer gc.Stop()
 	sweep := time.NewTicker(time.Minute)
 	defer sweep.Stop()
-	// With flushes an hour or more apart, the usage counters are drained
-	// in between (see usageSlots).
-	drain := time.NewTicker(min(s.flushEvery, usageDrainEvery))
+	// The usage counters are drained at least this often, however far
+	// apart the flushes are (see usageSlots).
+	drain := time.NewTicker(usageDrainEvery)
 	defer drain.Stop()
 	for {
 		select {

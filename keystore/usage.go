@@ -54,8 +54,9 @@ const (
 )
 
 // usageDrainEvery is how often the entries' counters are drained into
-// the pending points when flushes are further apart: a slot must be
-// drained within the hour after its own (see usageSlots).
+// the pending points besides the flushes: a slot must be drained within
+// the hour after its own (see usageSlots), and last_used_flush may be
+// longer than that.
 const usageDrainEvery = 15 * time.Minute
 
 // usageOutcomes is how many outcomes name a key, and so are counted: OK,
