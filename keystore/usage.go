@@ -167,17 +167,15 @@ func (p *usagePending) take() (keys, accts map[string]map[usageSlot]*usageCounts
 }
 
 // giveBack returns points a flush could not write, for the next flush.
-func (p *usagePending) giveBack(m map[string]map[usageSlot]*usageCounts, accounts bool) {
+func (p *usagePending) giveBack(writes []usageWrite) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	into := p.keys
-	if accounts {
-		into = p.accts
-	}
-	for id, pts := range m {
-		for slot, c := range pts {
-			addTo(into, id, slot, c)
+	for _, w := range writes {
+		into := p.keys
+		if w.account {
+			into = p.accts
 		}
+		addTo(into, w.id, w.slot, w.c)
 	}
 }
 
@@ -228,46 +226,54 @@ func (s *Store) drainAllUsage() {
 // usagePointsPerTxn bounds the points one flush transaction writes.
 const usagePointsPerTxn = 250
 
-// flushUsage writes the pending usage points: the key's, then the
-// accounts'. A point it could not write waits for the next flush.
+// flushUsage writes the pending usage points of keys and accounts. A
+// point it could not write waits for the next flush.
 func (s *Store) flushUsage() error {
 	s.drainAllUsage()
 	keys, accts := s.usage.take()
-	return errors.Join(
-		s.writeUsage(pfxUsageKey, keys, keyK, false),
-		s.writeUsage(pfxUsageAcct, accts, keyA, true))
-}
-
-// usageWrite is one point to add to.
-type usageWrite struct {
-	id   string
-	slot usageSlot
-	c    *usageCounts
-}
-
-// writeUsage adds the points of m to the stored ones, usagePointsPerTxn a
-// transaction. owner is the record a point belongs to: a point is written
-// only while it exists.
-func (s *Store) writeUsage(pfx string, m map[string]map[usageSlot]*usageCounts, owner func(string) []byte, accounts bool) error {
 	var writes []usageWrite
-	for _, id := range slices.Sorted(maps.Keys(m)) {
-		for slot, c := range m[id] {
-			writes = append(writes, usageWrite{id, slot, c})
+	for _, m := range []struct {
+		points  map[string]map[usageSlot]*usageCounts
+		account bool
+	}{{keys, false}, {accts, true}} {
+		for _, id := range slices.Sorted(maps.Keys(m.points)) {
+			for slot, c := range m.points[id] {
+				writes = append(writes, usageWrite{m.account, id, slot, c})
+			}
 		}
 	}
+	return s.writeUsage(writes)
+}
+
+// usageWrite is one point to add to: of an account's, or of a key's.
+type usageWrite struct {
+	account bool
+	id      string
+	slot    usageSlot
+	c       *usageCounts
+}
+
+// writeUsage adds the points to the stored ones, usagePointsPerTxn a
+// transaction. A point is written only while its key (or account)
+// exists; on a failure the points not written are given back.
+func (s *Store) writeUsage(writes []usageWrite) error {
 	for start := 0; start < len(writes); start += usagePointsPerTxn {
 		chunk := writes[start:min(start+usagePointsPerTxn, len(writes))]
 		now := s.now()
 		err := s.update(func(t txn) error {
 			owners := map[string]bool{}
 			for _, w := range chunk {
-				ok, seen := owners[w.id]
+				pfx, owner := pfxUsageKey, keyK(w.id)
+				if w.account {
+					pfx, owner = pfxUsageAcct, keyA(w.id)
+				}
+				ok, seen := owners[string(owner)]
 				if !seen {
 					var err error
-					if ok, err = t.exists(owner(w.id)); err != nil {
+					if ok, err = t.exists(owner); err != nil {
 						return err
 					}
-					owners[w.id] = ok
+					owners[string(owner)] = ok
 				}
 				if !ok {
 					continue // deleted meanwhile (by another process)
@@ -297,11 +303,7 @@ func (s *Store) writeUsage(pfx string, m map[string]map[usageSlot]*usageCounts, 
 			return nil
 		})
 		if err != nil {
-			rest := map[string]map[usageSlot]*usageCounts{}
-			for _, w := range writes[start:] {
-				addTo(rest, w.id, w.slot, w.c)
-			}
-			s.usage.giveBack(rest, accounts)
+			s.usage.giveBack(writes[start:])
 			return err
 		}
 	}
