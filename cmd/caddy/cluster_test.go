@@ -7,6 +7,7 @@ package main
 //	test                        admin          site
 //	TestClusterReplicas         28021-28023    18021-18023
 //	TestClusterFailsClosed      28024-28026    18024-18026
+//	TestClusterUsage            28300-28301    18300-18301 (usage_test.go)
 
 import (
 	"bytes"
@@ -35,6 +36,13 @@ type replica struct {
 // startCluster starts n replicas on srv with the cluster template.
 func startCluster(t *testing.T, srv *redistest.Server, n, adminBase, siteBase int) []*replica {
 	t.Helper()
+	return startClusterFrom(t, srv, "cluster.Caddyfile.tmpl", n, adminBase, siteBase)
+}
+
+// startClusterFrom starts n replicas on srv with a template of the
+// cluster template's placeholders.
+func startClusterFrom(t *testing.T, srv *redistest.Server, tmpl string, n, adminBase, siteBase int) []*replica {
+	t.Helper()
 	up := newUpstream(t)
 	var out []*replica
 	for i := range n {
@@ -43,7 +51,7 @@ func startCluster(t *testing.T, srv *redistest.Server, n, adminBase, siteBase in
 			t.Fatal(err)
 		}
 		p := ports{admin: adminBase + i, site: siteBase + i}
-		cfg := writeConfig(t, dir, "cluster.Caddyfile.tmpl", p, "", up.URL, "{{REDIS}}", srv.URL(), "{{PREFIX}}", "cluster:")
+		cfg := writeConfig(t, dir, tmpl, p, "", up.URL, "{{REDIS}}", srv.URL(), "{{PREFIX}}", "cluster:")
 		out = append(out, &replica{name: string(rune('A' + i)), proc: startCaddy(t, dir, cfg, p), p: p})
 	}
 	return out
