@@ -217,7 +217,7 @@ func (s *Store) DeleteAccount(id string) error {
 		}
 		// Its usage points (at most the retentions' bounds: one
 		// transaction's worth).
-		if _, _, err := t.delUsage(pfxUsageAcct, id, eventDeletesPerTxn); err != nil {
+		if _, _, err := t.delPrefix(usagePrefix(pfxUsageAcct, id, 0), eventDeletesPerTxn); err != nil {
 			return err
 		}
 		return t.del(keyA(id))

@@ -530,27 +530,3 @@ func (s *Store) usageSeries(pfx, id string, owner []byte, q UsageQuery) (*Usage,
 	}
 	return u, nil
 }
-
-// delUsage deletes up to limit of the usage points of id (pfx: a key's
-// or an account's) and reports how many it deleted and whether more
-// remain.
-func (t txn) delUsage(pfx, id string, limit int) (n int, more bool, err error) {
-	var keys [][]byte
-	err = t.scan(usagePrefix(pfx, id, 0), nil, false, false, func(key, _ []byte) (bool, error) {
-		if len(keys) == limit {
-			more = true
-			return false, nil
-		}
-		keys = append(keys, append([]byte(nil), key...))
-		return true, nil
-	})
-	if err != nil {
-		return 0, false, err
-	}
-	for _, k := range keys {
-		if err := t.del(k); err != nil {
-			return 0, false, err
-		}
-	}
-	return len(keys), more, nil
-}

@@ -47,20 +47,13 @@ func checkUsage(t *testing.T, what string, u *Usage, want []wantPoint) {
 	}
 }
 
-func mustKeyUsage(t *testing.T, s *Store, id string, q UsageQuery) *Usage {
+// mustUsage calls series (Store.KeyUsage or Store.AccountUsage) and
+// fails the test on an error.
+func mustUsage(t *testing.T, series func(string, UsageQuery) (*Usage, error), id string, q UsageQuery) *Usage {
 	t.Helper()
-	u, err := s.KeyUsage(id, q)
+	u, err := series(id, q)
 	if err != nil {
-		t.Fatalf("KeyUsage(%s): %v", id, err)
-	}
-	return u
-}
-
-func mustAccountUsage(t *testing.T, s *Store, id string, q UsageQuery) *Usage {
-	t.Helper()
-	u, err := s.AccountUsage(id, q)
-	if err != nil {
-		t.Fatalf("AccountUsage(%s): %v", id, err)
+		t.Fatalf("usage of %s: %v", id, err)
 	}
 	return u
 }
@@ -119,14 +112,14 @@ func TestUsageAcrossHourAndDay(t *testing.T) {
 		{"2030-01-02T23:00:00Z", 3, map[string]uint64{"insufficient_scope": 1}},
 		{"2030-01-03T00:00:00Z", 1, map[string]uint64{"rate_limited": 2}},
 	}
-	checkUsage(t, "key, hourly", mustKeyUsage(t, s, k.ID, hourly), want)
+	checkUsage(t, "key, hourly", mustUsage(t, s.KeyUsage, k.ID, hourly), want)
 	daily := UsageQuery{Interval: UsageDay, From: ts("2030-01-02T05:00:00Z"), To: ts("2030-01-04T00:00:00Z")}
 	wantDaily := []wantPoint{
 		{"2030-01-02T00:00:00Z", 3, map[string]uint64{"insufficient_scope": 1}},
 		{"2030-01-03T00:00:00Z", 1, map[string]uint64{"rate_limited": 2}},
 	}
-	checkUsage(t, "key, daily", mustKeyUsage(t, s, k.ID, daily), wantDaily)
-	checkUsage(t, "other key, hourly", mustKeyUsage(t, s, k2.ID, hourly), []wantPoint{
+	checkUsage(t, "key, daily", mustUsage(t, s.KeyUsage, k.ID, daily), wantDaily)
+	checkUsage(t, "other key, hourly", mustUsage(t, s.KeyUsage, k2.ID, hourly), []wantPoint{
 		{"2030-01-02T22:00:00Z", 0, nil}, {"2030-01-02T23:00:00Z", 1, nil}, {"2030-01-03T00:00:00Z", 0, nil},
 	})
 	acct := []wantPoint{
@@ -134,7 +127,7 @@ func TestUsageAcrossHourAndDay(t *testing.T) {
 		{"2030-01-02T23:00:00Z", 4, map[string]uint64{"insufficient_scope": 1}},
 		{"2030-01-03T00:00:00Z", 1, map[string]uint64{"rate_limited": 2}},
 	}
-	checkUsage(t, "account, hourly", mustAccountUsage(t, s, "acme", hourly), acct)
+	checkUsage(t, "account, hourly", mustUsage(t, s.AccountUsage, "acme", hourly), acct)
 
 	// More requests in the same hour, then a restart (Close flushes): the
 	// stored points are added to, not replaced.
@@ -147,10 +140,10 @@ func TestUsageAcrossHourAndDay(t *testing.T) {
 	}
 	s = openStoreOpts(t, opts)
 	want[2].passed, acct[2].passed = 2, 3
-	checkUsage(t, "key after a restart", mustKeyUsage(t, s, k.ID, hourly), want)
-	checkUsage(t, "account after a restart", mustAccountUsage(t, s, "acme", hourly), acct)
+	checkUsage(t, "key after a restart", mustUsage(t, s.KeyUsage, k.ID, hourly), want)
+	checkUsage(t, "account after a restart", mustUsage(t, s.AccountUsage, "acme", hourly), acct)
 	wantDaily[1].passed = 2
-	checkUsage(t, "key daily after a restart", mustKeyUsage(t, s, k.ID, daily), wantDaily)
+	checkUsage(t, "key daily after a restart", mustUsage(t, s.KeyUsage, k.ID, daily), wantDaily)
 }
 
 // TestUsageDroppedEntry: the counts of a cache entry dropped before a
@@ -185,7 +178,7 @@ func TestUsageDroppedEntry(t *testing.T) {
 		t.Fatal("the key is still cached")
 	}
 	mustFlush(t, s)
-	checkUsage(t, "key", mustKeyUsage(t, s, k.ID, UsageQuery{From: ts("2030-01-02T10:00:00Z"), To: ts("2030-01-02T11:00:00Z")}),
+	checkUsage(t, "key", mustUsage(t, s.KeyUsage, k.ID, UsageQuery{From: ts("2030-01-02T10:00:00Z"), To: ts("2030-01-02T11:00:00Z")}),
 		[]wantPoint{{"2030-01-02T10:00:00Z", 3, map[string]uint64{"key_revoked": 1}}})
 }
 
@@ -231,7 +224,7 @@ func TestUsageDeletedWithKey(t *testing.T) {
 			t.Errorf("KeyUsage of a deleted key: %v, want ErrNotFound", err)
 		}
 	}
-	checkUsage(t, "account", mustAccountUsage(t, s, "acme", q),
+	checkUsage(t, "account", mustUsage(t, s.AccountUsage, "acme", q),
 		[]wantPoint{{"2030-01-02T10:00:00Z", 3, map[string]uint64{"key_revoked": 1}}})
 	if err := s.DeleteAccount("acme"); err != nil {
 		t.Fatal(err)
@@ -286,13 +279,13 @@ func TestUsageRetention(t *testing.T) {
 	verifyOutcome(t, v, plain, "", OK)
 	clock.Advance(30 * time.Minute) // 12:15: 11:00's point is kept until 14:00
 	mustFlush(t, s)
-	checkUsage(t, "hourly", mustKeyUsage(t, s, k.ID, UsageQuery{From: ts("2030-01-02T10:00:00Z"), To: ts("2030-01-02T13:00:00Z")}), []wantPoint{
+	checkUsage(t, "hourly", mustUsage(t, s.KeyUsage, k.ID, UsageQuery{From: ts("2030-01-02T10:00:00Z"), To: ts("2030-01-02T13:00:00Z")}), []wantPoint{
 		{"2030-01-02T10:00:00Z", 1, nil}, {"2030-01-02T11:00:00Z", 1, nil}, {"2030-01-02T12:00:00Z", 0, nil},
 	})
 	clock.Advance(3 * time.Hour) // 15:15: a count of 11:00 would be past its retention
 	s.usage.add(k.ID, k.Account, ts("2030-01-02T11:00:00Z").Unix(), &usageCounts{5})
 	mustFlush(t, s)
-	checkUsage(t, "daily", mustKeyUsage(t, s, k.ID, UsageQuery{Interval: UsageDay, From: ts("2030-01-02T00:00:00Z"), To: ts("2030-01-03T00:00:00Z")}),
+	checkUsage(t, "daily", mustUsage(t, s.KeyUsage, k.ID, UsageQuery{Interval: UsageDay, From: ts("2030-01-02T00:00:00Z"), To: ts("2030-01-03T00:00:00Z")}),
 		[]wantPoint{{"2030-01-02T00:00:00Z", 7, nil}})
 	if _, err := Open(Options{Dir: t.TempDir(), UsageHourRetention: MaxUsageHourRetention + time.Hour}); err == nil {
 		t.Error("a retention beyond the bound was accepted")
@@ -304,11 +297,11 @@ func TestUsageQuery(t *testing.T) {
 	clock := usageClock(ts("2030-01-02T10:15:00Z"))
 	s := openStoreOpts(t, Options{Now: clock.Now, LastUsedFlush: time.Hour})
 	k, _ := mustCreate(t, s, DefaultFormat(), NewKey{})
-	u := mustKeyUsage(t, s, k.ID, UsageQuery{})
+	u := mustUsage(t, s.KeyUsage, k.ID, UsageQuery{})
 	if u.Interval != UsageHour || len(u.Points) != 25 || !u.Points[0].Start.Equal(ts("2030-01-01T10:00:00Z")) || !u.Points[24].Start.Equal(ts("2030-01-02T10:00:00Z")) || !u.To.Equal(clock.Now()) {
 		t.Errorf("default hourly series: %s, %d points from %v to %v", u.Interval, len(u.Points), u.From, u.To)
 	}
-	u = mustKeyUsage(t, s, k.ID, UsageQuery{Interval: UsageDay})
+	u = mustUsage(t, s.KeyUsage, k.ID, UsageQuery{Interval: UsageDay})
 	if len(u.Points) != 31 || !u.Points[0].Start.Equal(ts("2029-12-03T00:00:00Z")) {
 		t.Errorf("default daily series: %d points from %v", len(u.Points), u.From)
 	}
@@ -394,8 +387,8 @@ func TestUsageSummedAcrossReplicas(t *testing.T) {
 	want := uint64(rounds*(2*perRound+1) + 1)
 	q := UsageQuery{From: ts("2030-01-02T10:00:00Z"), To: ts("2030-01-02T11:00:00Z")}
 	for i, s := range rs {
-		checkUsage(t, "key", mustKeyUsage(t, s, k.ID, q), []wantPoint{{"2030-01-02T10:00:00Z", want, nil}})
-		checkUsage(t, "account", mustAccountUsage(t, s, "acme", q), []wantPoint{{"2030-01-02T10:00:00Z", want, nil}})
+		checkUsage(t, "key", mustUsage(t, s.KeyUsage, k.ID, q), []wantPoint{{"2030-01-02T10:00:00Z", want, nil}})
+		checkUsage(t, "account", mustUsage(t, s.AccountUsage, "acme", q), []wantPoint{{"2030-01-02T10:00:00Z", want, nil}})
 		if t.Failed() {
 			t.Fatalf("replica %d", i)
 		}
