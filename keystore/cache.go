@@ -119,7 +119,7 @@ type cache struct {
 	// were flushed, so that no use is lost.
 	evicted func(id string, lastUsed int64)
 	// retired, if set, is told of every entry dropped, after evicted: the
-	// store drains its usage counts.
+	// store keeps it until its usage counts are drained.
 	retired func(*entry)
 }
 

@@ -785,7 +785,7 @@ func (s *Store) deleteKeyIf(id string, cond func(*Key) bool, kind, actor string)
 	s.pendingMu.Lock()
 	delete(s.pendingUse, id)
 	s.pendingMu.Unlock()
-	s.usage.dropKey(id) // after the invalidation, which drained the entries
+	s.usage.dropKey(id)
 	deleted = k
 	return nil
 }

@@ -216,7 +216,7 @@ func Open(opts Options) (*Store, error) {
 		dayRetention:  opts.UsageDayRetention,
 	}
 	s.cache = newCache(opts.CacheSize, s.keepPendingUse)
-	s.cache.retired = s.drainUsage
+	s.cache.retired = s.retireUsage
 	s.filters.built = make(chan struct{})
 	s.ready = make(chan struct{})
 	if err := s.follow(opts.MaxStaleness); err != nil {

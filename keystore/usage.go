@@ -118,11 +118,17 @@ type usageSlot struct {
 }
 
 // usagePending are the points drained from the cache and not yet written,
-// by key id and by account id.
+// by key id and by account id, and the entries dropped from the cache
+// with counts not yet drained.
 type usagePending struct {
 	mu    sync.Mutex
 	keys  map[string]map[usageSlot]*usageCounts
 	accts map[string]map[usageSlot]*usageCounts
+	// retired are entries dropped from the cache (evicted, invalidated)
+	// with counts: the next drain drains them. Keeping the entry, not its
+	// counts, costs the request that evicts it one append, and a request
+	// still counting on it meanwhile is not lost.
+	retired []*entry
 }
 
 func newUsagePending() *usagePending {
@@ -179,7 +185,9 @@ func (p *usagePending) giveBack(writes []usageWrite) {
 	}
 }
 
-// dropKey forgets a deleted key's pending points (its account's stay).
+// dropKey forgets a deleted key's pending points (its account's stay;
+// counts of its entries still to drain are written for the account only,
+// since a key's points are written only while it exists).
 func (p *usagePending) dropKey(id string) {
 	p.mu.Lock()
 	delete(p.keys, id)
@@ -187,6 +195,30 @@ func (p *usagePending) dropKey(id string) {
 }
 
 const secondsPerHour, secondsPerDay = 3600, 86400
+
+// any reports whether a slot holds a count.
+func (u *usageSlots) any() bool {
+	for slot := range u {
+		for i := range u[slot] {
+			if u[slot][i].Load() != 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// retireUsage keeps an entry dropped from the cache until the next drain,
+// if it holds counts. It runs on the request path when a fill evicts an
+// entry: no allocation but the list's growth.
+func (s *Store) retireUsage(e *entry) {
+	if !e.usage.any() {
+		return
+	}
+	s.usage.mu.Lock()
+	s.usage.retired = append(s.usage.retired, e)
+	s.usage.mu.Unlock()
+}
 
 // drainUsage moves an entry's counts into the pending points.
 func (s *Store) drainUsage(e *entry) {
@@ -218,8 +250,16 @@ func (s *Store) drainUsage(e *entry) {
 	}
 }
 
-// drainAllUsage drains every cached entry.
+// drainAllUsage drains the entries dropped from the cache since the last
+// drain, and every cached entry.
 func (s *Store) drainAllUsage() {
+	s.usage.mu.Lock()
+	retired := s.usage.retired
+	s.usage.retired = nil
+	s.usage.mu.Unlock()
+	for _, e := range retired {
+		s.drainUsage(e)
+	}
 	s.cache.each(s.drainUsage)
 }
 

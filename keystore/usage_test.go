@@ -147,7 +147,8 @@ func TestUsageAcrossHourAndDay(t *testing.T) {
 }
 
 // TestUsageDroppedEntry: the counts of a cache entry dropped before a
-// flush (the key changed, the cache cleared, evicted) are kept.
+// flush (the key changed, the cache cleared, evicted) are kept, and so are
+// those a request in flight adds to it after it was dropped.
 func TestUsageDroppedEntry(t *testing.T) {
 	clock := usageClock(ts("2030-01-02T10:15:00Z"))
 	s := openStoreOpts(t, Options{Now: clock.Now, LastUsedFlush: time.Hour, CacheSize: 64})
@@ -155,10 +156,13 @@ func TestUsageDroppedEntry(t *testing.T) {
 	k, plain := mustCreate(t, s, f, NewKey{})
 	v := &Verifier{Store: s, Format: f, DefaultLimit: &Limit{}}
 	verifyOutcome(t, v, plain, "", OK)
+	dropped := s.cache.get(HashKey(plain))
 	name := "renamed"
 	if _, err := s.UpdateKey(k.ID, KeyPatch{Name: &name}, "test"); err != nil {
 		t.Fatal(err)
 	}
+	// A request that found the entry before the change counts after it.
+	dropped.usage.add(OK, clock.Now().UnixNano())
 	verifyOutcome(t, v, plain, "", OK)
 	s.cache.clear()
 	verifyOutcome(t, v, plain, "", OK)
@@ -179,7 +183,7 @@ func TestUsageDroppedEntry(t *testing.T) {
 	}
 	mustFlush(t, s)
 	checkUsage(t, "key", mustUsage(t, s.KeyUsage, k.ID, UsageQuery{From: ts("2030-01-02T10:00:00Z"), To: ts("2030-01-02T11:00:00Z")}),
-		[]wantPoint{{"2030-01-02T10:00:00Z", 3, map[string]uint64{"key_revoked": 1}}})
+		[]wantPoint{{"2030-01-02T10:00:00Z", 4, map[string]uint64{"key_revoked": 1}}})
 }
 
 // TestUsageDeletedWithKey: deleting or purging a key deletes its usage
