@@ -159,12 +159,14 @@ func (a *API) routes() {
 	a.mutation("activate_key", "POST /keys/{id}/activate", permWrite, a.activateKey)
 	a.mutation("regenerate_key", "POST /keys/{id}/regenerate", permWrite, a.regenerateKey)
 	a.handle("GET /keys/{id}/audit", permRead, a.keyAudit)
+	a.handle("GET /keys/{id}/usage", permRead, a.keyUsage, "from", "to", "interval")
 
 	a.mutation("create_account", "POST /accounts", permOperator, a.createAccount)
 	a.handle("GET /accounts", permOperator, a.listAccounts)
 	a.handle("GET /accounts/{id}", permOperator, a.getAccount)
 	a.mutation("update_account", "PATCH /accounts/{id}", permOperator, a.patchAccount)
 	a.mutation("delete_account", "DELETE /accounts/{id}", permOperator, a.deleteAccount)
+	a.handle("GET /accounts/{id}/usage", permRead, a.accountUsage, "from", "to", "interval")
 }
 
 // Serve answers a request whose path is relative to the mount point

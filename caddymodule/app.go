@@ -68,6 +68,17 @@ type App struct {
 	// first config to open a store sets it.
 	LastUsedFlush caddy.Duration `json:"last_used_flush,omitempty"`
 
+	// UsageHourlyRetention is how long a key's and an account's hourly
+	// usage points (GET /keys/{id}/usage?interval=hour) are kept after
+	// their hour, at most 744h (31 days). Default: 168h (7 days). Only
+	// the first config to open a store sets it.
+	UsageHourlyRetention caddy.Duration `json:"usage_hourly_retention,omitempty"`
+
+	// UsageDailyRetention is how long the daily usage points are kept
+	// after their day (UTC), at most 43920h (1,830 days). Default: 2160h
+	// (90 days). Only the first config to open a store sets it.
+	UsageDailyRetention caddy.Duration `json:"usage_daily_retention,omitempty"`
+
 	// AcceptForeignKeys makes handlers look up a credential of 16 to 256
 	// printable ASCII characters that does not match the key format,
 	// instead of refusing it as malformed_key: for keys imported from
@@ -236,6 +247,9 @@ func (a *App) backend() (*backend, error) {
 			CacheSize:     a.CacheSize,
 			LastUsedFlush: time.Duration(a.LastUsedFlush),
 			OnChange:      emitChange,
+
+			UsageHourRetention: time.Duration(a.UsageHourlyRetention),
+			UsageDayRetention:  time.Duration(a.UsageDailyRetention),
 		})
 		if err != nil {
 			return nil, err
@@ -287,6 +301,12 @@ func (a *App) Validate() error {
 	}
 	if a.LastUsedFlush < 0 {
 		return fmt.Errorf("last_used_flush must not be negative")
+	}
+	if a.UsageHourlyRetention < 0 || time.Duration(a.UsageHourlyRetention) > keystore.MaxUsageHourRetention {
+		return fmt.Errorf("usage_hourly_retention must be from 0 to %s", keystore.MaxUsageHourRetention)
+	}
+	if a.UsageDailyRetention < 0 || time.Duration(a.UsageDailyRetention) > keystore.MaxUsageDayRetention {
+		return fmt.Errorf("usage_daily_retention must be from 0 to %s", keystore.MaxUsageDayRetention)
 	}
 	if a.PurgeInterval < 0 {
 		return fmt.Errorf("purge_interval must not be negative")

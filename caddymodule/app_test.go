@@ -144,3 +144,24 @@ func TestCleanupWithoutStop(t *testing.T) {
 		t.Fatalf("after Cleanup, backend gave a store (closed: %v)", b.verifier.Store.Closed())
 	}
 }
+
+// TestValidateUsageRetention: the retentions' bounds, in JSON as in the
+// Caddyfile.
+func TestValidateUsageRetention(t *testing.T) {
+	day := caddy.Duration(24 * time.Hour)
+	for _, tc := range []struct {
+		app App
+		ok  bool
+	}{
+		{App{}, true},
+		{App{UsageHourlyRetention: 31 * day, UsageDailyRetention: 1830 * day}, true},
+		{App{UsageHourlyRetention: 32 * day}, false},
+		{App{UsageDailyRetention: 1831 * day}, false},
+		{App{UsageHourlyRetention: -1}, false},
+		{App{UsageDailyRetention: -1}, false},
+	} {
+		if err := tc.app.Validate(); (err == nil) != tc.ok {
+			t.Errorf("%+v: %v", tc.app, err)
+		}
+	}
+}

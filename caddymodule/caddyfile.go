@@ -36,6 +36,8 @@ func init() {
 //			checksum on|off
 //			cache_size <n>
 //			last_used_flush <duration>
+//			usage_hourly_retention <duration>
+//			usage_daily_retention <duration>
 //			accept_foreign_keys
 //			rate_limit <n> <window> [burst <b>] | off
 //			purge_revoked_after <duration>|off
@@ -118,6 +120,20 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			a.LastUsedFlush = caddy.Duration(dur)
+		case "usage_hourly_retention", "usage_daily_retention":
+			opt := d.Val()
+			dur, err := durationArg(d)
+			if err != nil {
+				return err
+			}
+			limit, field := keystore.MaxUsageHourRetention, &a.UsageHourlyRetention
+			if opt == "usage_daily_retention" {
+				limit, field = keystore.MaxUsageDayRetention, &a.UsageDailyRetention
+			}
+			if dur <= 0 || dur > limit {
+				return d.Errf("%s: want a positive duration of at most %s, got %s", opt, limit, dur)
+			}
+			*field = caddy.Duration(dur)
 		case "accept_foreign_keys":
 			a.AcceptForeignKeys = true
 		case "rate_limit":

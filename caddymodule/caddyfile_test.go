@@ -64,6 +64,12 @@ func TestUnmarshalApp(t *testing.T) {
 		{input: "apikey {\n storage /var/lib/keys\n prefix bme_\n length 43\n checksum off\n cache_size 1000\n last_used_flush 10s\n accept_foreign_keys\n}",
 			want: `{"storage":"/var/lib/keys","prefix":"bme_","length":43,"checksum":false,"cache_size":1000,"last_used_flush":10000000000,"accept_foreign_keys":true}`},
 		{input: "apikey {\n purge_revoked_after off\n purge_interval 5m\n}", want: `{"purge_revoked_after":-1,"purge_interval":300000000000}`},
+		{input: "apikey {\n usage_hourly_retention 2d\n usage_daily_retention 365d\n}", want: `{"usage_hourly_retention":172800000000000,"usage_daily_retention":31536000000000000}`},
+		{input: "apikey {\n usage_hourly_retention 32d\n}", wantErr: true},
+		{input: "apikey {\n usage_daily_retention 1831d\n}", wantErr: true},
+		{input: "apikey {\n usage_hourly_retention 0s\n}", wantErr: true},
+		{input: "apikey {\n usage_daily_retention\n}", wantErr: true},
+		{input: "apikey {\n usage_daily_retention 3d 4d\n}", wantErr: true},
 		{input: "apikey {\n purge_revoked_after 48h\n}", want: `{"purge_revoked_after":172800000000000}`},
 		{input: "apikey {\n purge_revoked_after never\n}", wantErr: true},
 		// Cluster mode: the redis store, exclusive with storage.

@@ -31,8 +31,8 @@ func init() {
 		Long: `
 Manages API keys and accounts through the admin endpoint of the running
 Caddy (its /apikey/ routes): create, list, show, update, revoke, activate,
-regenerate, delete and import keys, and create, list, show and update
-accounts. "load" is the exception: it fills a new store offline, with
+regenerate, delete and import keys, show their usage, and create, list,
+show and update accounts and show their usage. "load" is the exception: it fills a new store offline, with
 Caddy stopped.
 
 The admin endpoint is found as "caddy reload" finds it: --address if given;
@@ -184,9 +184,9 @@ create ("name", "scopes", "account", "expires_at", "type", ...).`,
 		Args:  cobra.ExactArgs(2),
 		RunE:  cliRunE(cliAccountSetStatus),
 	}
-	account.AddCommand(accountCreate, accountList, cliAccountShowCommand(), cliAccountUpdateCommand(), accountSetStatus)
+	account.AddCommand(accountCreate, accountList, cliAccountShowCommand(), cliAccountUpdateCommand(), accountSetStatus, cliUsageCommand(true))
 
-	cmd.AddCommand(create, list, show, cliUpdateCommand(), revoke, activate, regenerate, del, imp, cliLoadCommand(), cliMigrateCommand(), cliStatusCommand(), cliUICommand(), account)
+	cmd.AddCommand(create, list, show, cliUpdateCommand(), revoke, activate, regenerate, del, imp, cliUsageCommand(false), cliLoadCommand(), cliMigrateCommand(), cliStatusCommand(), cliUICommand(), account)
 }
 
 // cli is what a subcommand runs with: where its output goes and how it

@@ -476,6 +476,8 @@ func TestCommandRequests(t *testing.T) {
 		{[]string{"account", "create", "--id", "acme", "--name", "Acme", "--status", "suspended"}, `POST /apikey/accounts {"id":"acme","name":"Acme","status":"suspended"}`, "Created account acme (Acme): suspended.\n"},
 		{[]string{"account", "set-status", "acme", "suspended"}, `PATCH /apikey/accounts/acme {"status":"suspended"}`, "Updated account acme (Acme): suspended.\n"},
 		{[]string{"account", "list", "--json"}, "GET /apikey/accounts ", `"id": "k1"`},
+		{[]string{"usage", "k1", "--interval", "day", "--from", "2026-03-14T12:00:00Z", "--to", "2026-03-15T13:00:00+01:00", "--json"}, "GET /apikey/keys/k1/usage?from=2026-03-14T12%3A00%3A00Z&interval=day&to=2026-03-15T12%3A00%3A00Z ", `"id": "k1"`},
+		{[]string{"account", "usage", "acme", "--json"}, "GET /apikey/accounts/acme/usage ", `"id": "k1"`},
 		// --scope takes several scopes separated by commas, and repeats.
 		{
 			[]string{"create", "--name", "CRM", "--scope", "contacts:read, billing:write", "--scope", "orders:read"},
@@ -663,6 +665,7 @@ func TestCommandRegistered(t *testing.T) {
 	for _, path := range [][]string{
 		{"create"}, {"list"}, {"show"}, {"revoke"}, {"activate"}, {"regenerate"}, {"delete"}, {"import"}, {"load"},
 		{"update"}, {"account", "create"}, {"account", "list"}, {"account", "show"}, {"account", "update"}, {"account", "set-status"},
+		{"usage"}, {"account", "usage"},
 	} {
 		c, rest, err := cmd.Find(path)
 		if err != nil || len(rest) != 0 || c.Name() != path[len(path)-1] {
@@ -932,5 +935,29 @@ func TestCommandAccountLimits(t *testing.T) {
 		if !strings.Contains(out, tc.wantOut) {
 			t.Errorf("%v: stdout %q, want it to contain %q", tc.args, out, tc.wantOut)
 		}
+	}
+}
+
+func TestCommandRenderUsage(t *testing.T) {
+	var u cliUsageSeries
+	err := json.Unmarshal([]byte(`{"account":"acme","interval":"day","from":"2026-03-14T00:00:00Z","to":"2026-03-15T12:00:00Z",
+		"points":[
+			{"start":"2026-03-14T00:00:00Z","passed":12,"refused":{"rate_limited":0,"key_revoked":0},"refused_total":0},
+			{"start":"2026-03-15T00:00:00Z","passed":3,"refused":{"rate_limited":1500,"key_revoked":2},"refused_total":1502}],
+		"totals":{"passed":15,"refused":{"rate_limited":1500,"key_revoked":2,"quota_exceeded":0},"refused_total":1502}}`), &u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := cliRenderUsage(&out, &u); err != nil {
+		t.Fatal(err)
+	}
+	want := "Account acme: daily requests from 2026-03-14 00:00 to 2026-03-15 12:00 UTC\n" +
+		"     START  PASSED  REFUSED  KEY_REVOKED  RATE_LIMITED\n" +
+		"2026-03-14      12        0            0             0\n" +
+		"2026-03-15       3     1502            2          1500\n" +
+		"     TOTAL      15     1502            2          1500\n"
+	if out.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", out.String(), want)
 	}
 }

@@ -123,6 +123,7 @@ func FuzzUnmarshalApp(f *testing.F) {
 		"apikey {\n}",
 		"apikey {\n storage /var/lib/keys\n prefix bme_\n length 43\n checksum off\n cache_size 1000\n last_used_flush 10s\n accept_foreign_keys\n}",
 		"apikey {\n purge_revoked_after off\n purge_interval 5m\n}",
+		"apikey {\n usage_hourly_retention 2d\n usage_daily_retention 365d\n}",
 		"apikey {\n purge_revoked_after 48h\n}",
 		"apikey {\n purge_revoked_after never\n}",
 		"apikey {\n purge_revoked_after 0s\n}",

@@ -215,6 +215,11 @@ func (s *Store) DeleteAccount(id string) error {
 		if err := t.del(keyQA(id)); err != nil {
 			return err
 		}
+		// Its usage points (at most the retentions' bounds: one
+		// transaction's worth).
+		if _, _, err := t.delPrefix(usagePrefix(pfxUsageAcct, id, 0), eventDeletesPerTxn); err != nil {
+			return err
+		}
 		return t.del(keyA(id))
 	})
 	if err != nil {

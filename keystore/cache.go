@@ -113,6 +113,8 @@ type entry struct {
 	bucket  atomic.Pointer[bucket]
 	snap    snapshot
 	flushed atomic.Int64
+	// usage counts the requests that named the key since the last drain.
+	usage usageSlots
 }
 
 const (
@@ -145,6 +147,9 @@ type cache struct {
 	// evicted receives the last-used times of entries dropped before they
 	// were flushed, so that no use is lost.
 	evicted func(id string, lastUsed int64)
+	// retired, if set, is told of every entry dropped, after evicted: the
+	// store keeps it until its usage counts are drained.
+	retired func(*entry)
 }
 
 func newCache(size int, evicted func(string, int64)) *cache {
@@ -217,6 +222,9 @@ func (c *cache) invalidate(hashes ...Hash) {
 func (c *cache) retire(e *entry) {
 	if lu := e.lastUsed.Load(); lu > e.flushed.Load() && c.evicted != nil {
 		c.evicted(e.snap.key.ID, lu)
+	}
+	if c.retired != nil {
+		c.retired(e)
 	}
 }
 

@@ -616,26 +616,37 @@ func (s *Store) mutateKeyTx(id, actor string, guard Guard, by *Issuer, change fu
 const eventDeletesPerTxn = 4_000
 
 // delEvents deletes up to eventDeletesPerTxn of key id's audit events and
-// reports whether more remain.
+// usage points, and reports whether more remain.
 func (t txn) delEvents(id string) (more bool, err error) {
-	var events [][]byte
-	err = t.scan([]byte(pfxEvent+id+"/"), nil, false, false, func(key, _ []byte) (bool, error) {
-		if len(events) == eventDeletesPerTxn {
+	n, more, err := t.delPrefix([]byte(pfxEvent+id+"/"), eventDeletesPerTxn)
+	if err != nil || more {
+		return more, err
+	}
+	_, more, err = t.delPrefix(usagePrefix(pfxUsageKey, id, 0), eventDeletesPerTxn-n)
+	return more, err
+}
+
+// delPrefix deletes up to limit keys with the prefix, and reports how
+// many it deleted and whether more remain.
+func (t txn) delPrefix(prefix []byte, limit int) (n int, more bool, err error) {
+	var keys [][]byte
+	err = t.scan(prefix, nil, false, false, func(key, _ []byte) (bool, error) {
+		if len(keys) == limit {
 			more = true
 			return false, nil
 		}
-		events = append(events, append([]byte(nil), key...))
+		keys = append(keys, append([]byte(nil), key...))
 		return true, nil
 	})
 	if err != nil {
-		return false, err
+		return 0, false, err
 	}
-	for _, e := range events {
-		if err := t.del(e); err != nil {
-			return false, err
+	for _, k := range keys {
+		if err := t.del(k); err != nil {
+			return 0, false, err
 		}
 	}
-	return more, nil
+	return len(keys), more, nil
 }
 
 // deleteEvents deletes the audit events a key deletion left (marked
@@ -774,6 +785,7 @@ func (s *Store) deleteKeyIf(id string, cond func(*Key) bool, kind, actor string)
 	s.pendingMu.Lock()
 	delete(s.pendingUse, id)
 	s.pendingMu.Unlock()
+	s.usage.dropKey(id)
 	deleted = k
 	return nil
 }

@@ -34,6 +34,14 @@ import (
 //	                   purge sweep finishes what a crash interrupted
 //	x/<id>             the expiry notices told of a key (see expiry.go):
 //	                   its expires_at then and the last notice
+//	s/k/<id>/<i>/<start>
+//	                   a key's usage in one interval (i: h for an hour, d
+//	                   for a UTC day; start: 16 hex digits of the
+//	                   interval's start in unix seconds): requests by
+//	                   outcome code (see usage.go), written with a TTL
+//	                   (the interval's end plus its retention)
+//	s/a/<account>/<i>/<start>
+//	                   an account's usage, the sum of its keys'
 //	m/revoked-index    present once every revoked key is in r/
 //	m/schema           the layout's version: "3" (binary key records and
 //	                   audit events); Open marks a store of "2" (binary

@@ -32,10 +32,11 @@ func ScanBucket(key []byte) []byte {
 			return key[:len(p)]
 		}
 	}
-	for _, p := range [...]string{pfxAcctKey, pfxEvent} {
+	for _, p := range [...]string{pfxAcctKey, pfxEvent, pfxUsageKey, pfxUsageAcct} {
 		if bytes.HasPrefix(key, []byte(p)) {
-			// ak/<account>/ and e/<id>/: one bucket per account and per
-			// key, so that a scan of one key's events watches only them.
+			// ak/<account>/, e/<id>/, s/k/<id>/ and s/a/<account>/: one
+			// bucket per account and per key, so that a scan of one key's
+			// events or usage points watches only them.
 			if i := bytes.IndexByte(key[len(p):], '/'); i >= 0 {
 				return key[:len(p)+i+1]
 			}

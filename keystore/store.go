@@ -47,6 +47,13 @@ type Options struct {
 	// LastUsedFlush is how often in-memory last-used times are written to
 	// Badger; 0 means 30s.
 	LastUsedFlush time.Duration
+	// UsageHourRetention is how long hourly usage points are kept after
+	// their hour (0: DefaultUsageHourRetention, at most
+	// MaxUsageHourRetention); UsageDayRetention is the same for daily
+	// points (0: DefaultUsageDayRetention, at most MaxUsageDayRetention).
+	// A point's retention is set when it is written.
+	UsageHourRetention time.Duration
+	UsageDayRetention  time.Duration
 	// Now is the clock; nil means time.Now. Tests inject their own.
 	Now func() time.Time
 	// MaxStaleness applies to a shared engine (kv.Shared, as redisstore):
@@ -94,6 +101,13 @@ type Store struct {
 	// flush wrote them (id -> unix nanos).
 	pendingMu  sync.Mutex
 	pendingUse map[string]int64
+
+	// usage holds the usage points drained from the cache and not yet
+	// written (see usage.go); hourRetention and dayRetention are how long
+	// written ones are kept.
+	usage         *usagePending
+	hourRetention time.Duration
+	dayRetention  time.Duration
 
 	// commits counts the write transactions committed to Badger.
 	commits atomic.Uint64
@@ -188,6 +202,12 @@ func Open(opts Options) (*Store, error) {
 	if opts.LastUsedFlush <= 0 {
 		opts.LastUsedFlush = 30 * time.Second
 	}
+	if err := checkRetention(&opts); err != nil {
+		if opts.Engine != nil {
+			opts.Engine.Close()
+		}
+		return nil, err
+	}
 	eng := opts.Engine
 	if eng == nil {
 		b, err := badgerstore.Open(opts.Dir, opts.Logger)
@@ -207,12 +227,17 @@ func Open(opts Options) (*Store, error) {
 		limits:     newLimiters(),
 		quotas:     &quotas{m: make(map[string]*quotaCounter)},
 		onChange:   opts.OnChange,
+
+		usage:         newUsagePending(),
+		hourRetention: opts.UsageHourRetention,
+		dayRetention:  opts.UsageDayRetention,
 	}
 	if lim, ok := eng.(kv.Limits); ok && !ownClock {
 		s.global = newGlobalLimits(lim, s.log)
 		s.limits.global, s.quotas.global = s.global, s.global
 	}
 	s.cache = newCache(opts.CacheSize, s.keepPendingUse)
+	s.cache.retired = s.retireUsage
 	s.filters.built = make(chan struct{})
 	s.ready = make(chan struct{})
 	if err := s.follow(opts.MaxStaleness); err != nil {
@@ -330,6 +355,10 @@ func (s *Store) background() {
 	defer gc.Stop()
 	sweep := time.NewTicker(time.Minute)
 	defer sweep.Stop()
+	// The usage counters are drained at least this often, however far
+	// apart the flushes are (see usageSlots).
+	drain := time.NewTicker(usageDrainEvery)
+	defer drain.Stop()
 	for {
 		select {
 		case <-s.stop:
@@ -342,6 +371,8 @@ func (s *Store) background() {
 			s.eng.Maintain()
 		case <-sweep.C:
 			s.limits.sweep(s.now())
+		case <-drain.C:
+			s.drainAllUsage()
 		}
 	}
 }
@@ -360,9 +391,10 @@ func (s *Store) keepPendingUse(id string, lastUsed int64) {
 }
 
 // Flush writes to Badger what the verification path keeps in memory: the
-// last-used times and quota counts that changed since the last flush. It
-// runs every LastUsedFlush, on Close, and never on the request path. A
-// crash loses at most what changed since the last flush.
+// last-used times and quota counts that changed since the last flush, and
+// the usage counts. It runs every LastUsedFlush, on Close, and never on
+// the request path. A crash loses at most what changed since the last
+// flush.
 func (s *Store) Flush() error {
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
@@ -370,8 +402,29 @@ func (s *Store) Flush() error {
 	if err == nil {
 		err = s.flushQuotas()
 	}
+	err = errors.Join(err, s.flushUsage())
 	s.stats.flushed(err)
 	return err
+}
+
+// checkRetention applies the usage retentions' defaults and bounds.
+func checkRetention(opts *Options) error {
+	for _, r := range []struct {
+		d        *time.Duration
+		def, max time.Duration
+		name     string
+	}{
+		{&opts.UsageHourRetention, DefaultUsageHourRetention, MaxUsageHourRetention, "hourly"},
+		{&opts.UsageDayRetention, DefaultUsageDayRetention, MaxUsageDayRetention, "daily"},
+	} {
+		switch {
+		case *r.d == 0:
+			*r.d = r.def
+		case *r.d < 0 || *r.d > r.max:
+			return fmt.Errorf("the retention of %s usage points must be from 0 to %s, not %s", r.name, r.max, *r.d)
+		}
+	}
+	return nil
 }
 
 // flushChunk bounds the writes of one flush transaction.

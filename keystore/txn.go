@@ -153,6 +153,9 @@ func (t txn) setHashTTL(h Hash, id string, ttl time.Duration) error {
 	return t.tx.SetTTL(keyH(h), []byte(id), ttl)
 }
 
+// setTTL writes a value that the engine drops after ttl.
+func (t txn) setTTL(key, val []byte, ttl time.Duration) error { return t.tx.SetTTL(key, val, ttl) }
+
 func (t txn) del(key []byte) error { return t.tx.Delete(key) }
 
 // delOwnedHash deletes h/<h> if it names the key id. A key's record can

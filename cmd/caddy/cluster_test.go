@@ -7,6 +7,7 @@ package main
 //	test                        admin          site
 //	TestClusterReplicas         28021-28023    18021-18023
 //	TestClusterFailsClosed      28024-28026    18024-18026
+//	TestClusterUsage            28300-28301    18300-18301 (usage_test.go)
 
 import (
 	"bytes"
@@ -37,6 +38,13 @@ type replica struct {
 // max_staleness.
 func startCluster(t *testing.T, srv *redistest.Server, n, adminBase, siteBase int, extra ...string) []*replica {
 	t.Helper()
+	return startClusterFrom(t, srv, "cluster.Caddyfile.tmpl", n, adminBase, siteBase, extra...)
+}
+
+// startClusterFrom starts n replicas on srv with a template of the
+// cluster template's placeholders; extra as for startCluster.
+func startClusterFrom(t *testing.T, srv *redistest.Server, tmpl string, n, adminBase, siteBase int, extra ...string) []*replica {
+	t.Helper()
 	up := newUpstream(t)
 	var out []*replica
 	for i := range n {
@@ -45,7 +53,7 @@ func startCluster(t *testing.T, srv *redistest.Server, n, adminBase, siteBase in
 			t.Fatal(err)
 		}
 		p := ports{admin: adminBase + i, site: siteBase + i}
-		cfg := writeConfig(t, dir, "cluster.Caddyfile.tmpl", p, "", up.URL, append([]string{"{{REDIS}}", srv.URL(), "{{PREFIX}}", "cluster:"}, extra...)...)
+		cfg := writeConfig(t, dir, tmpl, p, "", up.URL, append([]string{"{{REDIS}}", srv.URL(), "{{PREFIX}}", "cluster:"}, extra...)...)
 		out = append(out, &replica{name: string(rune('A' + i)), proc: startCaddy(t, dir, cfg, p), p: p})
 	}
 	return out
