@@ -143,6 +143,10 @@ func TestUsageBadQueries(t *testing.T) {
 			{"from=2030-01-02T10:00:00Z&to=2030-01-02T10:00:00Z", "from"},
 			{"from=2030-01-02T11:00:00Z&to=2030-01-02T10:00:00Z", "from"},
 			{"from=2020-01-02T11:00:00Z&to=2030-01-02T10:00:00Z", "from"},
+			// Spans longer than time.Duration holds (292 years): Sub
+			// saturates, and the point count must not overflow.
+			{"from=0002-01-01T00:00:00Z&to=9999-12-31T00:00:00Z", "from"},
+			{"interval=day&from=0002-01-01T00:00:00Z&to=9999-12-31T00:00:00Z", "from"},
 			{"since=2030-01-02T10:00:00Z", "since"},
 			{"interval=hour&interval=day", "interval"},
 		} {

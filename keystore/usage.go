@@ -489,10 +489,21 @@ func (q *UsageQuery) normalize(now time.Time) (length time.Duration, interval by
 	if !q.From.Before(q.To) {
 		return 0, 0, invalid("from", "from must be before to")
 	}
-	if n := (q.To.Sub(q.From) + length - 1) / length; n > MaxUsagePoints {
+	if n := usagePoints(q.From, q.To, length); n > MaxUsagePoints {
 		return 0, 0, invalid("from", "the series would have %d points; at most %d are returned at once (narrow from and to)", n, MaxUsagePoints)
 	}
 	return length, interval, nil
+}
+
+// usagePoints is the number of points of length from from to to (from
+// before to): more than MaxUsagePoints for a span longer than they cover,
+// without overflowing on the longest spans (time.Time.Sub saturates).
+func usagePoints(from, to time.Time, length time.Duration) int {
+	d := to.Sub(from)
+	if d > time.Duration(MaxUsagePoints)*length {
+		return MaxUsagePoints + 1
+	}
+	return int((d + length - 1) / length)
 }
 
 // KeyUsage returns a key's usage series. The points are what flushes have
@@ -516,7 +527,7 @@ func (s *Store) usageSeries(pfx, id string, owner []byte, q UsageQuery) (*Usage,
 		return nil, err
 	}
 	u := &Usage{Interval: q.Interval, From: q.From, To: q.To}
-	n := int((q.To.Sub(q.From) + length - 1) / length)
+	n := usagePoints(q.From, q.To, length)
 	u.Points = make([]UsagePoint, n)
 	codes := RefusalCodes()
 	for i := range u.Points {
