@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"path"
 	"strings"
 	"sync"
 	"testing"
@@ -163,4 +164,27 @@ func TestUIListenLoopback(t *testing.T) {
 			t.Errorf("--listen %s: %v, want ok %v", tc.listen, err, tc.ok)
 		}
 	}
+}
+
+// FuzzUIPath: a path that `caddy apikey ui` forwards stays under the
+// page's prefix once cleaned, as the admin endpoint's mux will read it: no
+// dot segment or doubled slash leads out of it.
+func FuzzUIPath(f *testing.F) {
+	for _, p := range []string{uiPrefix, uiPrefix + "app.js", uiPrefix + "../config/", uiPrefix + "a//b", uiPrefix + "./x", "/apikey/uix", uiPrefix + "api/keys/"} {
+		f.Add(p)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		if !strings.HasPrefix(p, uiPrefix) || !cleanPath(p) {
+			return // refused with 404
+		}
+		c := path.Clean(p)
+		if c+"/" != uiPrefix && !strings.HasPrefix(c, uiPrefix) {
+			t.Fatalf("%q is forwarded and cleans to %q, outside %s", p, c, uiPrefix)
+		}
+		for _, seg := range strings.Split(p, "/")[1:] {
+			if seg == "." || seg == ".." {
+				t.Fatalf("%q is forwarded with a dot segment", p)
+			}
+		}
+	})
 }
