@@ -142,6 +142,9 @@ func (s *Store) UpdateAccountBy(id string, p AccountPatch, actor string) (*Accou
 			s.changed(m)
 		}
 	}()
+	if err := s.learnAccounts(id); err != nil {
+		return nil, err
+	}
 	s.acctMu.Lock()
 	defer s.acctMu.Unlock()
 	st, ok := s.accounts[id]
@@ -195,6 +198,9 @@ func (s *Store) UpdateAccountBy(id string, p AccountPatch, actor string) (*Accou
 
 // DeleteAccount removes an account that has no keys; ErrConflict otherwise.
 func (s *Store) DeleteAccount(id string) error {
+	if err := s.learnAccounts(id); err != nil {
+		return err
+	}
 	s.acctMu.Lock()
 	defer s.acctMu.Unlock()
 	if _, ok := s.accounts[id]; !ok {

@@ -60,6 +60,11 @@ func (s *Store) ImportKeys(in []ImportKey, f Format, actor string) ([]*Key, erro
 	}()
 	s.importMu.Lock()
 	defer s.importMu.Unlock()
+	for _, k := range keys {
+		if err := s.learnAccounts(k.Account); err != nil {
+			return nil, err
+		}
+	}
 	// Accounts cannot be deleted while the import holds this lock.
 	s.acctMu.RLock()
 	defer s.acctMu.RUnlock()

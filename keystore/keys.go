@@ -182,6 +182,11 @@ func (s *Store) CreateKeyAs(nk NewKey, f Format, by *Issuer, actor string) (*Key
 // accounts must exist. prepare, if not nil, runs first in the transaction
 // (and again in each retry).
 func (s *Store) insertKeys(keys []*Key, prepare func(txn) error, action, actor string) error {
+	for _, k := range keys {
+		if err := s.learnAccounts(k.Account); err != nil {
+			return err
+		}
+	}
 	s.acctMu.RLock()
 	defer s.acctMu.RUnlock()
 	for _, k := range keys {

@@ -243,3 +243,25 @@ func (s *Store) reloadAll() {
 	}
 	s.startFilterBuild()
 }
+
+// learnAccounts reads from a shared engine the accounts of ids that this
+// process does not know yet: one another process created a moment ago,
+// whose change this process's follower has not applied. An admin request
+// that names such an account (a key created for it, its update) then
+// behaves as on the process that created it, instead of answering that
+// it does not exist for the few milliseconds of propagation. An id the
+// engine does not hold stays unknown. Callers must not hold acctMu.
+func (s *Store) learnAccounts(ids ...string) error {
+	if !s.sharedEngine() {
+		return nil
+	}
+	for _, id := range ids {
+		if s.accountState(id) != nil {
+			continue
+		}
+		if err := s.reloadAccount(id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
