@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	_ "embed"
@@ -11,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"text/template"
 	"time"
@@ -412,4 +414,58 @@ func readMemStats(ctx context.Context, admin string) (*memStats, error) {
 		return nil, errors.New("/debug/vars has no memstats")
 	}
 	return v.Memstats, nil
+}
+
+// leaseCalls are what the measured Caddy's /metrics say of cluster mode's
+// rate limits: the round trips to Redis for leases, and the requests that
+// passed (outcome ok), since it started.
+type leaseCalls struct {
+	calls, passed float64
+}
+
+// perPassed is the Redis calls per passed request.
+func (l leaseCalls) perPassed() float64 {
+	if l.passed == 0 {
+		return 0
+	}
+	return l.calls / l.passed
+}
+
+// readLeaseCalls reads leaseCalls from the admin endpoint's /metrics
+// (Prometheus text: the sums over every label set).
+func readLeaseCalls(ctx context.Context, admin string) (leaseCalls, error) {
+	var l leaseCalls
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+admin+"/metrics", nil)
+	if err != nil {
+		return l, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return l, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return l, fmt.Errorf("/metrics: status %d", resp.StatusCode)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		name, rest, _ := strings.Cut(line, " ")
+		var into *float64
+		switch {
+		case name == "caddy_apikey_lease_refills_total":
+			into = &l.calls
+		case strings.HasPrefix(name, "caddy_apikey_requests_total{") && strings.Contains(name, `outcome="ok"`):
+			into = &l.passed
+		default:
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+		if err != nil {
+			return l, fmt.Errorf("/metrics: %q: %w", line, err)
+		}
+		*into += v
+	}
+	return l, sc.Err()
 }

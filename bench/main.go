@@ -285,6 +285,13 @@ func run(ctx context.Context, c config) error {
 		}
 		logf("propagation of %d changes to the measured Caddy: p50 %s, p99 %s", len(prop), prop[len(prop)/2], prop[len(prop)*99/100])
 	}
+	var leases leaseCalls
+	if redis != nil {
+		if leases, err = readLeaseCalls(ctx, c.admin); err != nil {
+			return fmt.Errorf("reading the lease calls from /metrics: %w", err)
+		}
+		logf("cluster rate limits: %.0f Redis calls for leases, %.0f passed requests: %.4f per passed request", leases.calls, leases.passed, leases.perPassed())
+	}
 	var cgPeak, cgHits int64
 	if cg != nil {
 		if cgPeak, cgHits, err = cg.stats(); err != nil {
@@ -323,6 +330,7 @@ func run(ctx context.Context, c config) error {
 		profiles:        profiles,
 		copyTook:        copyTook,
 		propagation:     prop,
+		leases:          leases,
 		wall:            time.Since(start),
 	}
 	md := rep.markdown()

@@ -25,6 +25,7 @@ type report struct {
 	profiles        []string
 	copyTook        time.Duration   // -backend redis: copying the store into Redis
 	propagation     []time.Duration // -backend redis: sorted delays
+	leases          leaseCalls      // -backend redis: the cluster rate limits' Redis calls
 	wall            time.Duration
 }
 
@@ -111,6 +112,8 @@ func (r report) markdown() string {
 			p("- propagation: %d revocations and activations made through another replica (a key store of the harness on the same Redis) reached the measured Caddy (its answer changed) after p50 %s, p99 %s, max %s (polling every 200 µs)\n",
 				n, r.propagation[n/2].Round(time.Microsecond), r.propagation[n*99/100].Round(time.Microsecond), r.propagation[n-1].Round(time.Microsecond))
 		}
+		p("- cluster rate limits (every key on the default limit, leases from Redis): %.0f Redis calls for leases over %.0f passed requests since the measured Caddy started: %.4f per passed request (`caddy_apikey_lease_refills_total` / `caddy_apikey_requests_total{outcome=\"ok\"}`)\n",
+			r.leases.calls, r.leases.passed, r.leases.perPassed())
 	}
 	p("\n")
 
