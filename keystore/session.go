@@ -283,38 +283,38 @@ func (t txn) getSession(id Hash) (*Session, error) {
 	return decodeSession(b)
 }
 
-// TouchSession records that token's session was used now, if its stored
-// last-seen time is SessionTouchInterval old or older (otherwise it writes
-// nothing), with the TTL that follows. It never brings back a session that
-// was ended meanwhile (ErrSessionEnded). It reports whether it wrote.
-func (s *Store) TouchSession(token string, lim SessionLimits) (bool, error) {
+// TouchSession records that token's session, as Session returned it
+// (seen; nil reads it), was used now. It writes only when seen's
+// last-seen time is SessionTouchInterval old or older, and reads nothing
+// more otherwise: a page
+// request costs no write, and a busy session one write a minute. The
+// write sets the TTL that follows from the new time, and never brings
+// back a session ended meanwhile, on this or another process
+// (ErrSessionEnded). It reports whether it wrote.
+func (s *Store) TouchSession(token string, seen *Session, lim SessionLimits) (bool, error) {
 	if err := lim.check(); err != nil {
 		return false, err
 	}
 	if len(token) != sessionTokenLen {
 		return false, ErrSessionEnded
 	}
-	id := sessionID(token)
 	now := s.now().UTC()
-	// Most touches are due to write nothing: a read decides, without a
-	// read-write transaction.
-	var ss *Session
-	err := s.view(func(t txn) error {
-		var err error
-		ss, err = t.getSession(id)
-		return err
-	})
-	if err != nil {
-		return false, err
+	id := sessionID(token)
+	if seen == nil {
+		err := s.view(func(t txn) error {
+			var err error
+			seen, err = t.getSession(id)
+			return err
+		})
+		if err != nil {
+			return false, err
+		}
 	}
-	if lim.ended(ss, now) {
-		return false, ErrSessionEnded
-	}
-	if now.Sub(ss.LastSeen) < SessionTouchInterval {
+	if now.Sub(seen.LastSeen) < SessionTouchInterval {
 		return false, nil
 	}
 	wrote := false
-	err = s.update(func(t txn) error {
+	err := s.update(func(t txn) error {
 		wrote = false
 		ss, err := t.getSession(id)
 		if err != nil {

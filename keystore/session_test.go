@@ -105,7 +105,12 @@ func TestSessionTimeouts(t *testing.T) {
 		commits := s.Commits()
 		for range 5 {
 			clock.Advance(10 * time.Second)
-			if wrote, err := s.TouchSession(token, pageLimits); err != nil || wrote {
+			seen := mustSession(t, s, token, "/")
+			if wrote, err := s.TouchSession(token, seen, pageLimits); err != nil || wrote {
+				t.Fatalf("a touch within the interval: wrote %v, %v", wrote, err)
+			}
+			// Without what Session read, the touch reads it.
+			if wrote, err := s.TouchSession(token, nil, pageLimits); err != nil || wrote {
 				t.Fatalf("a touch within the interval: wrote %v, %v", wrote, err)
 			}
 		}
@@ -113,7 +118,7 @@ func TestSessionTimeouts(t *testing.T) {
 			t.Errorf("%d commits for touches within the interval", n)
 		}
 		clock.Advance(10 * time.Second)
-		if wrote, err := s.TouchSession(token, pageLimits); err != nil || !wrote {
+		if wrote, err := s.TouchSession(token, mustSession(t, s, token, "/"), pageLimits); err != nil || !wrote {
 			t.Fatalf("a touch after the interval: wrote %v, %v", wrote, err)
 		}
 		seen := clock.Now()
@@ -127,7 +132,7 @@ func TestSessionTimeouts(t *testing.T) {
 		if n := len(sessionEntries(t, s)); n != 0 {
 			t.Errorf("%d entries left after the idle timeout", n)
 		}
-		if _, err := s.TouchSession(token, pageLimits); !errors.Is(err, ErrSessionEnded) {
+		if _, err := s.TouchSession(token, nil, pageLimits); !errors.Is(err, ErrSessionEnded) {
 			t.Errorf("touching an ended session: %v", err)
 		}
 		if n := len(sessionEntries(t, s)); n != 0 {
@@ -143,8 +148,7 @@ func TestSessionTimeouts(t *testing.T) {
 		}
 		for used := time.Duration(0); used < pageLimits.Absolute-20*time.Minute; used += 20 * time.Minute {
 			clock.Advance(20 * time.Minute)
-			mustSession(t, s, token, "/")
-			if wrote, err := s.TouchSession(token, pageLimits); err != nil || !wrote {
+			if wrote, err := s.TouchSession(token, mustSession(t, s, token, "/"), pageLimits); err != nil || !wrote {
 				t.Fatalf("touch: %v %v", wrote, err)
 			}
 		}
@@ -275,7 +279,7 @@ func TestSessionsAcrossReplicas(t *testing.T) {
 	mustSession(t, b, token, "/manage/")
 	wantEnded(t, b, token, "/other/")
 	clock.Advance(SessionTouchInterval)
-	if wrote, err := b.TouchSession(token, pageLimits); err != nil || !wrote {
+	if wrote, err := b.TouchSession(token, mustSession(t, b, token, "/manage/"), pageLimits); err != nil || !wrote {
 		t.Fatalf("touch on b: %v %v", wrote, err)
 	}
 	if ss := mustSession(t, a, token, "/manage/"); !ss.LastSeen.Equal(clock.Now()) {
@@ -286,7 +290,9 @@ func TestSessionsAcrossReplicas(t *testing.T) {
 	}
 	wantEnded(t, a, token, "/manage/")
 	wantEnded(t, b, token, "/manage/")
-	if _, err := a.TouchSession(token, pageLimits); !errors.Is(err, ErrSessionEnded) {
+	// a's touch with what it read before the sign-out does not bring the
+	// session back.
+	if _, err := a.TouchSession(token, &Session{LastSeen: clock.Now().Add(-time.Hour)}, pageLimits); !errors.Is(err, ErrSessionEnded) {
 		t.Errorf("a's touch after b's sign-out: %v", err)
 	}
 	// The per-key bound holds across replicas: sign-ins on both count
