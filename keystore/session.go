@@ -249,13 +249,7 @@ func (s *Store) Session(token, page string, lim SessionLimits) (*Session, error)
 	if len(token) != sessionTokenLen {
 		return nil, ErrSessionEnded
 	}
-	id := sessionID(token)
-	var ss *Session
-	err := s.view(func(t txn) error {
-		var err error
-		ss, err = t.getSession(id)
-		return err
-	})
+	ss, err := s.readSession(sessionID(token))
 	if err != nil {
 		return nil, err
 	}
@@ -269,6 +263,18 @@ func (s *Store) Session(token, page string, lim SessionLimits) (*Session, error)
 		return nil, ErrSessionEnded
 	}
 	return ss, nil
+}
+
+// readSession reads a session in a read-only transaction;
+// ErrSessionEnded if it is absent.
+func (s *Store) readSession(id Hash) (*Session, error) {
+	var ss *Session
+	err := s.view(func(t txn) error {
+		var err error
+		ss, err = t.getSession(id)
+		return err
+	})
+	return ss, err
 }
 
 // getSession reads a session; ErrSessionEnded if it is absent.
@@ -301,12 +307,8 @@ func (s *Store) TouchSession(token string, seen *Session, lim SessionLimits) (bo
 	now := s.now().UTC()
 	id := sessionID(token)
 	if seen == nil {
-		err := s.view(func(t txn) error {
-			var err error
-			seen, err = t.getSession(id)
-			return err
-		})
-		if err != nil {
+		var err error
+		if seen, err = s.readSession(id); err != nil {
 			return false, err
 		}
 	}
