@@ -36,8 +36,6 @@ type Options struct {
 	// Resources, if not nil, returns the resources the running config
 	// requires scopes of, which the create panel offers.
 	Resources func() []string
-	// Now is the sessions' clock; nil means time.Now.
-	Now func() time.Time
 	// IdleTimeout ends a session unused for this long; 0 means
 	// DefaultIdleTimeout.
 	IdleTimeout time.Duration
@@ -52,18 +50,19 @@ type Options struct {
 	Checked func(r *http.Request, res keystore.Result)
 }
 
-// Handler serves the page. It is safe for concurrent use.
+// Handler serves the page. It is safe for concurrent use. It keeps no
+// state of its own: its sessions live in the key store (the backend's
+// Verifier.Store), so that they outlive a config reload or a restart and,
+// on a store shared by several Caddy processes, are known to all of them.
+// The store's clock is the sessions' clock.
 type Handler struct {
-	opts     Options
-	sessions *sessions
-	cop      *http.CrossOriginProtection
+	opts   Options
+	limits keystore.SessionLimits
+	cop    *http.CrossOriginProtection
 }
 
 // New returns the page's handler.
 func New(opts Options) *Handler {
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
 	if opts.IdleTimeout <= 0 {
 		opts.IdleTimeout = DefaultIdleTimeout
 	}
@@ -74,9 +73,9 @@ func New(opts Options) *Handler {
 		opts.Logger = zap.NewNop()
 	}
 	return &Handler{
-		opts:     opts,
-		sessions: newSessions(opts.IdleTimeout, opts.AbsoluteTimeout),
-		cop:      http.NewCrossOriginProtection(),
+		opts:   opts,
+		limits: keystore.SessionLimits{Idle: opts.IdleTimeout, Absolute: opts.AbsoluteTimeout, PerKey: MaxSessionsPerKey},
+		cop:    http.NewCrossOriginProtection(),
 	}
 }
 
@@ -192,8 +191,18 @@ func (h *Handler) serveSession(w http.ResponseWriter, r *http.Request, path stri
 		}
 		h.signIn(w, r, path, secure)
 	case http.MethodDelete:
-		if c, err := r.Cookie(cookieName); err == nil {
-			h.sessions.end(c.Value)
+		if c, err := r.Cookie(cookieName); err == nil && c.Value != "" {
+			// Ended in the store: on every process of a shared store at
+			// once. A store that cannot be written keeps the cookie, so
+			// that the sign-out can be tried again.
+			b, err := h.opts.Backend()
+			if err == nil {
+				err = b.Verifier.Store.EndSession(c.Value)
+			}
+			if err != nil {
+				h.unavailable(w, err)
+				return
+			}
 		}
 		http.SetCookie(w, clearCookie(path, secure))
 		w.Header().Set("Cache-Control", "no-store")
@@ -263,7 +272,11 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request, path string, se
 		refuse(w, res, "sign-in refused: ")
 		return
 	}
-	token := h.sessions.create(keystore.HashKey(body.Key), res.Key.ID, h.opts.Now())
+	token, err := b.Verifier.Store.CreateSession(keystore.HashKey(body.Key), res.Key.ID, pageID(h.opts.Operator, path), h.limits)
+	if err != nil {
+		h.unavailable(w, err)
+		return
+	}
 	http.SetCookie(w, sessionCookie(token, path, secure, h.opts.AbsoluteTimeout))
 	adminapi.WriteJSON(w, http.StatusOK, h.managerView(res))
 }
@@ -308,18 +321,23 @@ func (h *Handler) check(w http.ResponseWriter, r *http.Request, path string) (Ba
 		writeError(w, http.StatusUnauthorized, "signed_out", "sign in with an API key that holds an apikeys scope")
 		return Backend{}, keystore.Result{}, false
 	}
-	ss, ok := h.sessions.lookup(c.Value, h.opts.Now())
-	if !ok {
-		http.SetCookie(w, clearCookie(path, r.TLS != nil))
-		writeError(w, http.StatusUnauthorized, "signed_out", "the session has ended; sign in again")
-		return Backend{}, keystore.Result{}, false
-	}
 	b, err := h.opts.Backend()
 	if err != nil {
 		h.unavailable(w, err)
 		return Backend{}, keystore.Result{}, false
 	}
-	res, err := b.Verifier.VerifyHash(ss.keyHash, needScope, true)
+	store := b.Verifier.Store
+	ss, err := store.Session(c.Value, pageID(h.opts.Operator, path), h.limits)
+	if errors.Is(err, keystore.ErrSessionEnded) {
+		http.SetCookie(w, clearCookie(path, r.TLS != nil))
+		writeError(w, http.StatusUnauthorized, "signed_out", "the session has ended; sign in again")
+		return Backend{}, keystore.Result{}, false
+	}
+	if err != nil {
+		h.unavailable(w, err)
+		return Backend{}, keystore.Result{}, false
+	}
+	res, err := b.Verifier.VerifyHash(ss.KeyHash, needScope, true)
 	if err != nil {
 		h.unavailable(w, err)
 		return Backend{}, keystore.Result{}, false
@@ -329,10 +347,23 @@ func (h *Handler) check(w http.ResponseWriter, r *http.Request, path string) (Ba
 	}
 	switch res.Outcome {
 	case keystore.OK:
+		// The last use is written at most once a minute (the idle
+		// timeout allows for it). A session ended meanwhile, as by a
+		// sign-out on another replica, is not brought back.
+		if _, err := store.TouchSession(c.Value, ss, h.limits); errors.Is(err, keystore.ErrSessionEnded) {
+			http.SetCookie(w, clearCookie(path, r.TLS != nil))
+			writeError(w, http.StatusUnauthorized, "signed_out", "the session has ended; sign in again")
+			return Backend{}, keystore.Result{}, false
+		} else if err != nil {
+			h.unavailable(w, err)
+			return Backend{}, keystore.Result{}, false
+		}
 		return b, res, true
 	case keystore.RateLimited, keystore.QuotaExceeded:
 	default:
-		h.sessions.end(c.Value)
+		if err := store.EndSession(c.Value); err != nil {
+			h.opts.Logger.Error("ending the session of a refused key", zap.Error(err))
+		}
 		http.SetCookie(w, clearCookie(path, r.TLS != nil))
 	}
 	refuse(w, res, "the session's key was refused: ")

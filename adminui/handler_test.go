@@ -49,9 +49,9 @@ func TestSignInCookie(t *testing.T) {
 
 func TestSignInRefusals(t *testing.T) {
 	e := newEnv(t, false)
-	_, noScope := e.key("default", "reader", "contacts:read")
-	_, revoked := e.key("default", "old", "apikeys:read")
-	if _, err := e.store.RevokeKey(mustID(t, e, revoked), ""); err != nil {
+	noScopeKey, noScope := e.key("default", "reader", "contacts:read")
+	revokedKey, revoked := e.key("default", "old", "apikeys:read")
+	if _, err := e.store.RevokeKey(revokedKey.ID, ""); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
@@ -78,37 +78,31 @@ func TestSignInRefusals(t *testing.T) {
 			}
 		})
 	}
-	if n := e.page.sessions.count(); n != 0 {
+	if n := e.sessions(noScopeKey.ID, revokedKey.ID); n != 0 {
 		t.Errorf("%d sessions after refused sign-ins", n)
 	}
-}
-
-// mustID is the id of the key whose plaintext is plain.
-func mustID(t *testing.T, e *env, plain string) string {
-	t.Helper()
-	res, err := (&keystore.Verifier{Store: e.store, Format: keystore.DefaultFormat()}).Verify(plain, keystore.Scope{}, false)
-	if err != nil || res.Key == nil {
-		t.Fatalf("no key for the plaintext: %v", err)
-	}
-	return res.Key.ID
 }
 
 func TestSessionTimeouts(t *testing.T) {
 	t.Run("idle", func(t *testing.T) {
 		e := newEnv(t, false)
-		_, plain := e.key("default", "manager", "apikeys:read")
+		k, plain := e.key("default", "manager", "apikeys:read")
 		c := e.signIn(plain)
 		e.clock.Add(DefaultIdleTimeout - time.Second)
 		want(t, e.do(request{method: "GET", path: "/ui/session", cookie: c}), http.StatusOK)
 		e.clock.Add(DefaultIdleTimeout - time.Second) // idle counts from the last use
 		want(t, e.do(request{method: "GET", path: "/ui/session", cookie: c}), http.StatusOK)
-		e.clock.Add(DefaultIdleTimeout)
+		// The last use is stored at most once a minute: the idle timeout
+		// allows for that minute.
+		e.clock.Add(DefaultIdleTimeout + keystore.SessionTouchInterval - time.Second)
+		want(t, e.do(request{method: "GET", path: "/ui/session", cookie: c}), http.StatusOK)
+		e.clock.Add(DefaultIdleTimeout + keystore.SessionTouchInterval)
 		res := e.do(request{method: "GET", path: "/ui/api/keys", cookie: c})
 		want(t, res, http.StatusUnauthorized)
 		if got := errorCode(t, res); got != "signed_out" {
 			t.Errorf("error %q, want signed_out", got)
 		}
-		if n := e.page.sessions.count(); n != 0 {
+		if n := e.sessions(k.ID); n != 0 {
 			t.Errorf("%d sessions kept after the idle timeout", n)
 		}
 	})
@@ -123,6 +117,37 @@ func TestSessionTimeouts(t *testing.T) {
 		e.clock.Add(20 * time.Minute) // 12 h after sign-in, used 20 min ago
 		want(t, e.do(request{method: "GET", path: "/ui/api/keys/" + k.ID, cookie: c}), http.StatusUnauthorized)
 	})
+}
+
+// TestSessionInStore: sessions live in the key store, not in the
+// handler: a new handler over the same store (what a config reload
+// provisions) accepts the cookie; a cookie of one mount is refused on
+// another (and stays valid on its own); a key's sessions are bounded, a
+// sign-in beyond the bound ending its oldest.
+func TestSessionInStore(t *testing.T) {
+	e := newEnv(t, false)
+	k, plain := e.key("default", "manager", "apikeys:read")
+	c := e.signIn(plain)
+	e.page = New(e.page.opts)
+	want(t, e.do(request{method: "GET", path: "/ui/api/keys", cookie: c}), http.StatusOK)
+	res := e.do(request{method: "GET", path: "/ui/api/keys", cookie: c, mount: "/other"})
+	want(t, res, http.StatusUnauthorized)
+	if got := errorCode(t, res); got != "signed_out" {
+		t.Errorf("error %q on another mount, want signed_out", got)
+	}
+	want(t, e.do(request{method: "GET", path: "/ui/api/keys", cookie: c}), http.StatusOK)
+	cookies := []*http.Cookie{c}
+	for range MaxSessionsPerKey {
+		e.clock.Add(time.Millisecond) // the index orders sessions by creation
+		cookies = append(cookies, e.signIn(plain))
+	}
+	want(t, e.do(request{method: "GET", path: "/ui/api/keys", cookie: cookies[0]}), http.StatusUnauthorized)
+	for _, c := range cookies[1:] {
+		want(t, e.do(request{method: "GET", path: "/ui/session", cookie: c}), http.StatusOK)
+	}
+	if n := e.sessions(k.ID); n != MaxSessionsPerKey {
+		t.Errorf("%d sessions of the key, want %d", n, MaxSessionsPerKey)
+	}
 }
 
 func TestSignOut(t *testing.T) {
@@ -230,7 +255,7 @@ func TestSessionFollowsKey(t *testing.T) {
 			if res.StatusCode/100 != 4 {
 				t.Errorf("status %d", res.StatusCode)
 			}
-			if n := e.page.sessions.count(); n != 0 {
+			if n := e.sessions(k.ID); n != 0 {
 				t.Errorf("the session outlived its key's refusal (%d sessions)", n)
 			}
 		})

@@ -53,7 +53,6 @@ func newEnv(t *testing.T, operator bool) *env {
 		Operator:  operator,
 		Backend:   func() (Backend, error) { return b, nil },
 		Resources: func() []string { return []string{"contacts"} },
-		Now:       clk.Now,
 		Logger:    log,
 	})
 	return e
@@ -77,16 +76,33 @@ func (e *env) key(account, name string, scopes ...string) (*keystore.Key, string
 	return k, plain
 }
 
+// sessions is how many page sessions the store holds for the keys.
+func (e *env) sessions(ids ...string) int {
+	e.t.Helper()
+	n := 0
+	for _, id := range ids {
+		c, err := e.store.SessionCount(id)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		n += c
+	}
+	return n
+}
+
 // request is a request to the page, same-origin unless its headers say
 // otherwise.
 type request struct {
 	method, path, body string
-	cookie             *http.Cookie
-	header             map[string]string
-	tls                bool
+	// mount is where the page is mounted; "" means /manage.
+	mount  string
+	cookie *http.Cookie
+	header map[string]string
+	tls    bool
 }
 
-// do sends q to the page mounted at /manage and returns the answer.
+// do sends q to the page (mounted at /manage unless q says otherwise)
+// and returns the answer.
 func (e *env) do(q request) *http.Response {
 	e.t.Helper()
 	var body io.Reader
@@ -112,7 +128,11 @@ func (e *env) do(q request) *http.Response {
 		r.AddCookie(q.cookie)
 	}
 	w := httptest.NewRecorder()
-	e.page.Serve(w, r, "/manage")
+	mount := q.mount
+	if mount == "" {
+		mount = "/manage"
+	}
+	e.page.Serve(w, r, mount)
 	res := w.Result()
 	_ = res.Header.Write(&e.seen)
 	e.seen.Write(w.Body.Bytes())

@@ -42,6 +42,11 @@ import (
 //	                   (the interval's end plus its retention)
 //	s/a/<account>/<i>/<start>
 //	                   an account's usage, the sum of its keys'
+//	ws/<sha256>        a session of the API Keys page, by the SHA-256 of
+//	                   its token (see session.go), written with a TTL
+//	wk/<id>/<created>/<sha256>
+//	                   index of a key's page sessions by age (16 hex
+//	                   digits of unix nanos), written with a TTL
 //	m/revoked-index    present once every revoked key is in r/
 //	m/schema           the layout's version: "3" (binary key records and
 //	                   audit events); Open marks a store of "2" (binary

@@ -25,18 +25,19 @@ const DefaultMaxStaleness = time.Second
 // ScanBucket is the store's scan layout for engines that index keys for
 // ordered scans (redisstore): the keys that one scan reads are in one
 // bucket. Keys that are only ever read one at a time (last uses, quota
-// counts, markers) are in none.
+// counts, markers, page sessions) are in none.
 func ScanBucket(key []byte) []byte {
 	for _, p := range [...]string{pfxKey, pfxHash, pfxAccount, pfxRevoked, pfxDeleting} {
 		if bytes.HasPrefix(key, []byte(p)) {
 			return key[:len(p)]
 		}
 	}
-	for _, p := range [...]string{pfxAcctKey, pfxEvent, pfxUsageKey, pfxUsageAcct} {
+	for _, p := range [...]string{pfxAcctKey, pfxEvent, pfxUsageKey, pfxUsageAcct, pfxKeySessions} {
 		if bytes.HasPrefix(key, []byte(p)) {
-			// ak/<account>/, e/<id>/, s/k/<id>/ and s/a/<account>/: one
-			// bucket per account and per key, so that a scan of one key's
-			// events or usage points watches only them.
+			// ak/<account>/, e/<id>/, s/k/<id>/, s/a/<account>/ and
+			// wk/<id>/: one bucket per account and per key, so that a
+			// scan of one key's events, usage points or page sessions
+			// watches only them.
 			if i := bytes.IndexByte(key[len(p):], '/'); i >= 0 {
 				return key[:len(p)+i+1]
 			}

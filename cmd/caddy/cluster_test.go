@@ -8,6 +8,7 @@ package main
 //	TestClusterReplicas         28021-28023    18021-18023
 //	TestClusterFailsClosed      28024-28026    18024-18026
 //	TestClusterUsage            28300-28301    18300-18301 (usage_test.go)
+//	TestClusterPageSessions     28400-28401    18400-18401 (cluster_page_test.go)
 
 import (
 	"bytes"
