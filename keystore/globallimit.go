@@ -42,6 +42,20 @@ const (
 	leaseAhead = 500 * time.Millisecond
 	leaseShare = 0.5
 	leaseMin   = 5
+	// leaseSmall is the part of a bucket's burst that the leases of all
+	// processes together may hold for ever: a lease of at most
+	// leaseSmall x burst / processes never expires (leaseExpire), and a
+	// lease is at least that big. Held through a lull, such leases add at
+	// most leaseSmall x 2 (a process holds two parts at most) to the
+	// bucket's burst: 1%, the accuracy bound. So a key whose limit is far
+	// above its traffic (the harness's: 1,000,000/s, a few requests a
+	// second each) costs one Redis call per leaseSmall x burst requests,
+	// not one per request as with leases that expire between its
+	// requests. A bucket of 100 gets nothing of it (0.17 tokens).
+	leaseSmall = 0.005
+	// leaseKeptIdle is how long a bucket whose leases do not expire is
+	// kept unused before the sweep drops it (and the lease it holds).
+	leaseKeptIdle = time.Minute
 	// heartbeatEvery is how often a process tells the engine it is alive
 	// (and learns how many are); a heartbeat lasts heartbeatTTL.
 	heartbeatEvery = time.Second
@@ -225,6 +239,13 @@ func (gl *globalLimits) refiller() {
 	}
 }
 
+// leaseKept is the largest lease of a bucket with limit l that does not
+// expire, and the smallest lease taken (if leaseCap allows it): leaseSmall
+// of the burst, divided among the processes alive.
+func (gl *globalLimits) leaseKept(l *Limit) int64 {
+	return int64(float64(l.Burst) * leaseSmall / float64(gl.replicas.Load()))
+}
+
 // leaseCap is the most tokens a lease of a bucket with limit l may hold.
 func (gl *globalLimits) leaseCap(l *Limit) int64 {
 	n := float64(gl.replicas.Load())
@@ -277,6 +298,9 @@ type leasePart struct {
 	before   float64
 	at       int64
 	perNano  float64
+	// kept: the part was at most leaseKept when granted, and its tokens
+	// do not expire.
+	kept bool
 }
 
 // due is how many of the part's tokens are due at t.
@@ -361,7 +385,7 @@ func (tl *tokenLease) spend(t int64) (st RateState, ok, decided bool) {
 func (tl *tokenLease) spendPart(t int64) int64 {
 	p := &tl.parts[0]
 	for range tl.parts {
-		if p.spent < p.n && t-p.dueAt(p.n-1) > int64(leaseExpire) {
+		if p.spent < p.n && !p.kept && t-p.dueAt(p.n-1) > int64(leaseExpire) {
 			p.spent = p.n // expired: tokens taken too long ago to spend now
 		}
 		if p.spent < p.n {
@@ -401,15 +425,21 @@ func (tl *tokenLease) refillIfLow(t int64) {
 }
 
 // want is the size of the next lease: this process's demand over
-// leaseSpan, at least leaseMin, at most leaseCap. tl.mu is held.
+// leaseSpan, at least leaseMin and leaseKept, at most leaseCap. tl.mu is
+// held.
 func (tl *tokenLease) want(t int64) int64 {
 	most := tl.gl.leaseCap(&tl.cfg)
+	least := max(leaseMin, tl.gl.leaseKept(&tl.cfg))
 	el := t - tl.demandAt
 	if el <= 0 || tl.demandAt == 0 {
-		return min(leaseMin, most)
+		return min(least, most)
 	}
+	// Demand seen over less than leaseSpan is counted as over leaseSpan:
+	// one request a microsecond after a take is not a rate of a million a
+	// second, and must not ask for the largest lease.
+	el = max(el, int64(leaseSpan))
 	d := int64(math.Ceil(float64(tl.demand) * float64(leaseSpan) / float64(el)))
-	return min(max(d, leaseMin), most)
+	return min(max(d, least), most)
 }
 
 // request is the engine call for the next lease. tl.mu is held.
@@ -446,6 +476,7 @@ func (tl *tokenLease) apply(tk *kv.TokenTake, at int64, err error) {
 		return
 	}
 	part := leasePart{n: tk.Granted - paid, before: tk.Before - float64(paid), at: at, perNano: tk.Rate / 1e9}
+	part.kept = part.n <= tl.gl.leaseKept(&tl.cfg)
 	if tl.parts[0].spent >= tl.parts[0].n {
 		tl.parts[0] = part
 	} else {
@@ -527,7 +558,13 @@ func (tl *tokenLease) idle(now time.Time) bool {
 	tl.mu.Lock()
 	defer tl.mu.Unlock()
 	full := time.Duration(float64(tl.cfg.Burst) / float64(tl.cfg.perSecond()) * float64(time.Second))
-	return !tl.queued && now.UnixNano()-tl.lastUse > int64(full+leaseAhead+leaseExpire) // what it held has expired
+	keep := full + leaseAhead + leaseExpire // what it held has expired
+	if tl.gl.leaseKept(&tl.cfg) >= leaseMin {
+		// Its leases do not expire: dropping it would only make the next
+		// request take a lease again, synchronously.
+		keep = max(keep, leaseKeptIdle)
+	}
+	return !tl.queued && now.UnixNano()-tl.lastUse > int64(keep)
 }
 
 // retryAfter is whole seconds, at least 1, for a wait in nanoseconds.

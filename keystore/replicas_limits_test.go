@@ -420,3 +420,44 @@ func TestReplicasGlobalHeaders(t *testing.T) {
 		}
 	}
 }
+
+// TestReplicasGlobalLimitSparseKeys: keys whose limit is far above their
+// traffic (the harness's rate_limit 1000000 1s, each key used every few
+// hundred milliseconds) keep their lease between requests: 50 keys used
+// 20 times each, 300 ms apart, over three replicas cost one Redis call per
+// key and replica (the first request's take: 150 for 1,000 passed), not
+// one per request as when a lease expired 250 ms after it was taken
+// (1,000). The bound is one call per 5 passed requests (#19).
+func TestReplicasGlobalLimitSparseKeys(t *testing.T) {
+	srv := redistest.Start(t)
+	rs := replicasNS(t, srv, 3, "gls:", Options{})
+	vs := verifiers(rs, nil)
+	lim := &RateLimit{Requests: 1_000_000, Window: "1s", Burst: 1_000_000}
+	var plains []string
+	for range 50 {
+		_, p := mustCreate(t, rs[0], DefaultFormat(), NewKey{RateLimit: lim})
+		plains = append(plains, p)
+	}
+	for _, p := range plains {
+		cachedEverywhere(t, vs, p)
+	}
+	before := refills(rs)
+	passed := 0
+	for round := range 20 {
+		if round > 0 {
+			time.Sleep(300 * time.Millisecond)
+		}
+		for i, p := range plains {
+			v := vs[(i+round)%len(vs)]
+			if got := outcome(t, v, p); got != OK {
+				t.Fatalf("round %d: %v", round, got)
+			}
+			passed++
+		}
+	}
+	calls := refills(rs) - before
+	t.Logf("%d passed requests of 50 keys at 1,000,000/s, 300 ms apart: %d Redis calls (%.3f per passed request)", passed, calls, float64(calls)/float64(passed))
+	if calls*5 > uint64(passed) {
+		t.Errorf("%d Redis calls for %d passed requests: more than one per 5", calls, passed)
+	}
+}
