@@ -8,37 +8,19 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/caddy-apikey/caddy-apikey/internal/testclock"
 	"github.com/caddy-apikey/caddy-apikey/keystore"
 )
-
-// clock is an injectable clock for the store.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // env is a real store in a temporary directory and the API over it.
 type env struct {
 	t     testing.TB
 	store *keystore.Store
 	api   *API
-	clock *clock
+	clock *testclock.Clock
 	fmt   keystore.Format
 }
 
@@ -46,7 +28,7 @@ func newEnv(t testing.TB) *env {
 	t.Helper()
 	// The clock starts at the real time, so that Badger's TTLs and the
 	// UUIDv7 ids (which use the real time) agree with it.
-	clk := &clock{t: time.Now().UTC()}
+	clk := testclock.New(time.Now().UTC())
 	s, err := keystore.Open(testOptions(t, keystore.Options{Now: clk.Now}))
 	if err != nil {
 		t.Fatal(err)

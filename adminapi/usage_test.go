@@ -14,9 +14,7 @@ import (
 // a test's requests and flush fall in one hour.
 func newUsageEnv(t *testing.T) *env {
 	e := newEnv(t)
-	e.clock.mu.Lock()
-	e.clock.t = e.clock.t.Truncate(time.Hour).Add(30 * time.Minute)
-	e.clock.mu.Unlock()
+	e.clock.Set(e.clock.Now().Truncate(time.Hour).Add(30 * time.Minute))
 	return e
 }
 
