@@ -115,6 +115,11 @@ type entry struct {
 	flushed atomic.Int64
 	// usage counts the requests that named the key since the last drain.
 	usage usageSlots
+	// usageRetired: the entry was dropped from the cache; a request that
+	// found it before and counts in it afterwards keeps it for the next
+	// drain (keepUsage), so that its count is not lost. usageKept: it is
+	// in the store's list of retired entries to drain.
+	usageRetired, usageKept atomic.Bool
 }
 
 const (

@@ -211,13 +211,36 @@ func (u *usageSlots) any() bool {
 // retireUsage keeps an entry dropped from the cache until the next drain,
 // if it holds counts. It runs on the request path when a fill evicts an
 // entry: no allocation but the list's growth.
+//
+// A request that found the entry before it was dropped may count in it
+// after: the flag set first here and the count's check of it after its
+// add (countUsage) make sure that one of the two keeps the entry.
 func (s *Store) retireUsage(e *entry) {
+	e.usageRetired.Store(true)
 	if !e.usage.any() {
+		return
+	}
+	s.keepUsage(e)
+}
+
+// keepUsage puts a retired entry in the list the next drain reads, once.
+func (s *Store) keepUsage(e *entry) {
+	if !e.usageKept.CompareAndSwap(false, true) {
 		return
 	}
 	s.usage.mu.Lock()
 	s.usage.retired = append(s.usage.retired, e)
 	s.usage.mu.Unlock()
+}
+
+// countUsage counts a request's outcome in its key's entry (the request
+// path: an atomic add, and a load of a flag that is false unless the
+// entry was dropped from the cache meanwhile).
+func (s *Store) countUsage(e *entry, o Outcome, now int64) {
+	e.usage.add(o, now)
+	if e.usageRetired.Load() {
+		s.keepUsage(e)
+	}
 }
 
 // drainUsage moves an entry's counts into the pending points.
@@ -258,6 +281,9 @@ func (s *Store) drainAllUsage() {
 	s.usage.retired = nil
 	s.usage.mu.Unlock()
 	for _, e := range retired {
+		// Unmarked before the drain: a count added after it keeps the
+		// entry again, for the next drain.
+		e.usageKept.Store(false)
 		s.drainUsage(e)
 	}
 	s.cache.each(s.drainUsage)

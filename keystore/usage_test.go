@@ -409,3 +409,32 @@ func TestUsageSummedAcrossReplicas(t *testing.T) {
 		t.Errorf("usage points of a deleted key: %v", got)
 	}
 }
+
+// TestUsageCountAfterRetire: a request that found a key's entry, which a
+// change then drops from the cache while it holds no count (drained by a
+// flush just before), still counts: its count keeps the entry for the
+// next drain. CI once lost such a count (TestUsageSummedAcrossReplicas:
+// 2,020 of 2,021, a late change of the key reaching the replica).
+func TestUsageCountAfterRetire(t *testing.T) {
+	clock := usageClock(ts("2030-01-02T10:15:00Z"))
+	s := openStoreOpts(t, Options{Now: clock.Now, LastUsedFlush: time.Hour})
+	f := DefaultFormat()
+	k, plain := mustCreate(t, s, f, NewKey{})
+	v := &Verifier{Store: s, Format: f, DefaultLimit: &Limit{}}
+	verifyOutcome(t, v, plain, "", OK)
+	mustFlush(t, s) // the entry holds no count now
+	found := s.cache.get(HashKey(plain))
+	name := "renamed"
+	if _, err := s.UpdateKey(k.ID, KeyPatch{Name: &name}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if s.cache.get(HashKey(plain)) == found {
+		t.Fatal("the change left the entry cached")
+	}
+	s.countUsage(found, OK, clock.Now().UnixNano())
+	mustFlush(t, s)
+	s.countUsage(found, OK, clock.Now().UnixNano()) // after a drain too
+	mustFlush(t, s)
+	checkUsage(t, "key", mustUsage(t, s.KeyUsage, k.ID, UsageQuery{From: ts("2030-01-02T10:00:00Z"), To: ts("2030-01-02T11:00:00Z")}),
+		[]wantPoint{{"2030-01-02T10:00:00Z", 3, nil}})
+}

@@ -164,7 +164,7 @@ func (v *Verifier) decideEntry(e *entry, err error, t time.Time, req Scope, need
 			e.lastUsed.Store(now)
 		}
 	}
-	e.usage.add(res.Outcome, now)
+	v.Store.countUsage(e, res.Outcome, now)
 	return res, nil
 }
 
