@@ -183,7 +183,9 @@ func (c *cache) get(h Hash) *entry {
 // put caches e under h unless a mutation happened since generation gen was
 // read. A full shard drops an arbitrary entry (Go's map order is random);
 // an entry that e replaces (a concurrent fill of the same hash, or a hash
-// with the same first 8 bytes) is retired.
+// with the same first 8 bytes) is retired. An entry not cached is retired
+// too: the request that read it still answers from it, and counts its use
+// in it.
 func (c *cache) put(h Hash, e *entry, gen uint64) {
 	e.hash = h
 	i := cacheIndex(&h)
@@ -191,6 +193,7 @@ func (c *cache) put(h Hash, e *entry, gen uint64) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if c.gen.Load() != gen {
+		c.retire(e)
 		return
 	}
 	old, ok := sh.m[i]
@@ -226,6 +229,7 @@ func (c *cache) invalidate(hashes ...Hash) {
 
 func (c *cache) retire(e *entry) {
 	if lu := e.lastUsed.Load(); lu > e.flushed.Load() && c.evicted != nil {
+		e.flushed.Store(lu) // handed over: a later drain hands over only newer uses
 		c.evicted(e.snap.key.ID, lu)
 	}
 	if c.retired != nil {

@@ -498,6 +498,15 @@ func (s *Store) writeLastUsed(t txn, id string, at int64) error {
 	if err != nil || at <= stored {
 		return err
 	}
+	if stored == 0 {
+		// A key's first use, or a use of a key deleted meanwhile (a
+		// delete removes the last use with the key; a request that found
+		// the key before may note its use after): written only while the
+		// key exists.
+		if ok, err := t.exists(keyK(id)); err != nil || !ok {
+			return err
+		}
+	}
 	return t.putLastUsed(id, at)
 }
 

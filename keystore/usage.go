@@ -285,6 +285,13 @@ func (s *Store) drainAllUsage() {
 		// entry again, for the next drain.
 		e.usageKept.Store(false)
 		s.drainUsage(e)
+		// A use after the entry was dropped (a request that found it
+		// before, or whose fill was not cached) is written by the next
+		// last-used flush.
+		if lu := e.lastUsed.Load(); lu > e.flushed.Load() {
+			e.flushed.Store(lu)
+			s.keepPendingUse(e.snap.key.ID, lu)
+		}
 	}
 	s.cache.each(s.drainUsage)
 }
