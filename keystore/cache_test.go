@@ -587,3 +587,12 @@ func TestCacheShardSize(t *testing.T) {
 		t.Errorf("cacheShard is %d bytes, not a multiple of a 64-byte cache line", n)
 	}
 }
+
+// find is the request path's lookup of a hash, cache then store, for the
+// tests that need an entry (Verify adds the format check between them).
+func (s *Store) find(h Hash) (*entry, error) {
+	if e, _ := s.lookup(h); e != nil {
+		return e, nil
+	}
+	return s.lookupMiss(h, false)
+}

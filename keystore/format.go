@@ -98,15 +98,8 @@ func (f Format) Generate() (string, error) {
 // Check reports whether key matches the format exactly: prefix, length,
 // alphabet and checksum. It does not allocate.
 func (f Format) Check(key string) error {
-	if len(key) != f.KeyLen() || !strings.HasPrefix(key, f.Prefix) {
-		return ErrMalformed
-	}
-	var bad byte
-	for i := len(f.Prefix); i < len(key); i++ {
-		bad |= notBase62[key[i]]
-	}
-	if bad != 0 {
-		return ErrMalformed
+	if err := f.CheckShape(key); err != nil {
+		return err
 	}
 	if !f.Checksum {
 		return nil
@@ -115,6 +108,25 @@ func (f Format) Check(key string) error {
 	var want [ChecksumLength]byte
 	putChecksum(&want, crc32.ChecksumIEEE(bytesOf(body)))
 	if string(want[:]) != key[len(body):] {
+		return ErrMalformed
+	}
+	return nil
+}
+
+// CheckShape is Check without the checksum: prefix, length and alphabet.
+// The verifier checks the shape before hashing a key, and the checksum only
+// when the hash is not in its cache (a cached hash is that of a stored key,
+// whose checksum was checked when it was first verified): the checksum's
+// tables are then not read by a request for a cached key.
+func (f Format) CheckShape(key string) error {
+	if len(key) != f.KeyLen() || !strings.HasPrefix(key, f.Prefix) {
+		return ErrMalformed
+	}
+	var bad byte
+	for i := len(f.Prefix); i < len(key); i++ {
+		bad |= notBase62[key[i]]
+	}
+	if bad != 0 {
 		return ErrMalformed
 	}
 	return nil

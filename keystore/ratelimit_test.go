@@ -182,7 +182,7 @@ func TestVerifyRateLimits(t *testing.T) {
 
 func mustKeyID(t *testing.T, s *Store, plain string) string {
 	t.Helper()
-	e, err := s.lookup(HashKey(plain))
+	e, err := s.find(HashKey(plain))
 	if err != nil || e == nil {
 		t.Fatalf("lookup: %v", err)
 	}
@@ -227,7 +227,7 @@ func TestSweptBucketIsForgotten(t *testing.T) {
 	if o := outcome(); o != OK {
 		t.Fatalf("first request: %s", o.Code())
 	}
-	e, _ := s.lookup(HashKey(plain))
+	e, _ := s.find(HashKey(plain))
 	first := e.bucket.Load()
 	if first == nil {
 		t.Fatal("the entry did not remember its bucket")
@@ -265,7 +265,7 @@ func TestSweepRacesRequests(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.lookup(HashKey(plain)); err != nil { // cached: no Badger read in the race
+		if _, err := s.find(HashKey(plain)); err != nil { // cached: no Badger read in the race
 			t.Fatal(err)
 		}
 		stopSweeps := repeatUntilStopped(func() { s.limits.sweep(time.Now()) })

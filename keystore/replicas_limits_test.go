@@ -86,7 +86,7 @@ func cachedEverywhere(t *testing.T, vs []*Verifier, cred string) {
 	t.Helper()
 	for _, v := range vs {
 		within(t, "the key on every replica", time.Second, func() bool {
-			e, err := v.Store.lookup(HashKey(cred))
+			e, err := v.Store.find(HashKey(cred))
 			return err == nil && e != nil
 		})
 	}

@@ -10,8 +10,7 @@ import (
 
 // counters are the store's running counts, for Stats.
 type counters struct {
-	cacheHits   atomic.Uint64
-	cacheMisses atomic.Uint64
+	cacheMisses atomic.Uint64 // the hits are counted by the cache's shards
 	purgeRuns   atomic.Uint64
 	keysPurged  atomic.Uint64
 	flushes     atomic.Uint64
@@ -90,7 +89,7 @@ func (s *Store) Stats() Stats {
 	return Stats{
 		LeaseRefills: refills,
 		Replicas:     replicas,
-		CacheHits:    s.stats.cacheHits.Load(),
+		CacheHits:    s.cache.hits(),
 		CacheMisses:  s.stats.cacheMisses.Load(),
 		StoreReads:   s.missReads.Load(),
 		PurgeRuns:    s.stats.purgeRuns.Load(),

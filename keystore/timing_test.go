@@ -26,7 +26,10 @@ import (
 //   - TestVerifyUsesThePlaintextOnlyToHash (source): in verify.go the
 //     credential is used only by the emptiness check, the format checks and
 //     one unconditional HashKey call, which precedes the lookup, and the
-//     lookup takes a Hash, not a string.
+//     lookup takes a Hash, not a string. The store is read (lookupMiss)
+//     only after the whole format, checksum included, was checked: the
+//     checksum runs after the cache (a cached hash is a stored key's), never
+//     after the store.
 
 // nearMisses returns keys of format f that differ from key in one
 // character of the random part, with the checksum recomputed, so that
@@ -115,7 +118,7 @@ func TestVerifyUsesThePlaintextOnlyToHash(t *testing.T) {
 		t.Error(p)
 	}
 
-	const lookupLine = "e, err := v.Store.lookup(HashKey(cred))"
+	const lookupLine = "e, h := v.Store.lookup(HashKey(cred))"
 	if !strings.Contains(string(src), lookupLine) {
 		t.Fatalf("verify.go no longer has %q: update the altered copies below", lookupLine)
 	}
@@ -127,13 +130,16 @@ func TestVerifyUsesThePlaintextOnlyToHash(t *testing.T) {
 			return strings.Replace(s, lookupLine, "_ = strings.HasPrefix(cred, v.Store.dir)\n\t"+lookupLine, 1)
 		},
 		"hashing only on some paths": func(s string) string {
-			return strings.Replace(s, lookupLine, "var e *entry\n\tvar err error\n\tif !v.AcceptForeign {\n\t\te, err = v.Store.lookup(HashKey(cred))\n\t}", 1)
+			return strings.Replace(s, lookupLine, "var e *entry\n\tvar h Hash\n\tif !v.AcceptForeign {\n\t\te, h = v.Store.lookup(HashKey(cred))\n\t}", 1)
 		},
 		"hashing twice": func(s string) string {
 			return strings.Replace(s, lookupLine, "_ = HashKey(cred)\n\t"+lookupLine, 1)
 		},
 		"looking up something else than the hash": func(s string) string {
-			return strings.Replace(s, lookupLine, "h := HashKey(cred)\n\te, err := v.Store.lookup(h)", 1)
+			return strings.Replace(s, lookupLine, "h0 := HashKey(cred)\n\te, h := v.Store.lookup(h0)", 1)
+		},
+		"a store read before the checksum": func(s string) string {
+			return strings.Replace(s, lookupLine, lookupLine+"\n\tif e == nil {\n\t\te, _ = v.Store.lookupMiss(h, false)\n\t}", 1)
 		},
 		"a lookup by string": func(s string) string {
 			return strings.Replace(s, "func (s *Store) lookup(h Hash)", "func (s *Store) lookup(h string)", 1)
@@ -188,10 +194,11 @@ func plaintextUseProblems(t *testing.T, src string) []string {
 
 	// 1. The credential is used only by these expressions.
 	allowed := map[string]bool{
-		cred + ` == ""`:                true, // missing
-		"v.Format.Check(" + cred + ")": true, // format (no store)
-		"foreignShaped(" + cred + ")":  true, // foreign shape (no store)
-		"HashKey(" + cred + ")":        true, // the one hash
+		cred + ` == ""`:                     true, // missing
+		"v.Format.CheckShape(" + cred + ")": true, // shape (no store)
+		"v.Format.Check(" + cred + ")":      true, // format with checksum (no store)
+		"foreignShaped(" + cred + ")":       true, // foreign shape (no store)
+		"HashKey(" + cred + ")":             true, // the one hash
 	}
 	hashes := 0
 	ast.Inspect(verify.Body, func(n ast.Node) bool {
@@ -251,7 +258,36 @@ func plaintextUseProblems(t *testing.T, src string) []string {
 		problem(verify.Body.List[hashAt], "the hash is not what is looked up: want v.Store.lookup(HashKey(cred))")
 	}
 
-	// 3. The lookup takes a Hash, so it cannot compare strings.
+	// 3. The store is read (lookupMiss) only after a gate that checks the
+	// whole format, checksum included, and returns MalformedKey.
+	checked := token.NoPos
+	ast.Inspect(verify.Body, func(n ast.Node) bool {
+		ifs, ok := n.(*ast.IfStmt)
+		if !ok || checked.IsValid() || !strings.Contains(exprString(fset, ifs.Cond), "v.Format.Check("+cred+")") {
+			return true
+		}
+		if len(ifs.Body.List) == 1 && strings.Contains(exprString(fset, ifs.Body.List[0]), "MalformedKey") {
+			checked = ifs.End()
+		}
+		return true
+	})
+	reads := 0
+	ast.Inspect(verify.Body, func(n ast.Node) bool {
+		call, ok := n.(*ast.CallExpr)
+		if !ok || !strings.HasSuffix(exprString(fset, call.Fun), "lookupMiss") {
+			return true
+		}
+		reads++
+		if !checked.IsValid() || call.Pos() < checked {
+			problem(call, "the store is read before the checksum was checked: a mistyped or made-up key could reach it")
+		}
+		return true
+	})
+	if reads == 0 {
+		problem(verify, "Verify does not read the store through lookupMiss: the checker cannot tell that the checksum comes first")
+	}
+
+	// 4. The lookup takes a Hash, so it cannot compare strings.
 	if lp := lookup.Type.Params.List; len(lp) != 1 || identName(lp[0].Type) != "Hash" {
 		problem(lookup, "Store.lookup's parameters are not a single Hash")
 	}

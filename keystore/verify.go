@@ -102,21 +102,40 @@ const (
 // needScope. A refused request spends no token and counts against no
 // quota. A non-nil error is a storage failure, not a refusal.
 //
-// The SHA-256 is computed for every well-formed credential, known or not, and
-// the lookup is by hash: there is no string comparison of secrets whose
-// timing could tell an attacker how much of a guess was right.
+// The SHA-256 is computed for every credential of the format's shape
+// (prefix, length, alphabet), known or not, and the lookup is by hash:
+// there is no string comparison of secrets whose timing could tell an
+// attacker how much of a guess was right.
+//
+// The checksum is checked after the cache: a cached hash is a stored key's,
+// proved exactly by its SHA-256, whose checksum was checked when the key was
+// first verified, so a request for a cached key does not read the
+// checksum's tables. A key not in the cache has its checksum checked
+// before the filter and the store are asked: a mistyped or made-up key
+// never reaches them, as before.
 func (v *Verifier) Verify(cred string, req Scope, needScope bool) (Result, error) {
 	if cred == "" {
 		return Result{Outcome: MissingKey}, nil
 	}
-	if v.Format.Check(cred) != nil && !(v.AcceptForeign && foreignShaped(cred)) {
+	if v.Format.CheckShape(cred) != nil && !(v.AcceptForeign && foreignShaped(cred)) {
 		return Result{Outcome: MalformedKey}, nil
 	}
 	t := v.Store.now()
 	if v.Store.isStale.Load() {
 		return Result{}, ErrStale
 	}
-	e, err := v.Store.lookup(HashKey(cred))
+	e, h := v.Store.lookup(HashKey(cred))
+	var err error
+	if e == nil || e.byHash {
+		// Not cached, or cached by VerifyHash, which never saw the
+		// plaintext: the whole format, checksum included.
+		if v.Format.Check(cred) != nil && !(v.AcceptForeign && foreignShaped(cred)) {
+			return Result{Outcome: MalformedKey}, nil
+		}
+		if e == nil {
+			e, err = v.Store.lookupMiss(h, false)
+		}
+	}
 	return v.decideEntry(e, err, t, req, needScope)
 }
 
@@ -129,7 +148,11 @@ func (v *Verifier) VerifyHash(h Hash, req Scope, needScope bool) (Result, error)
 	if v.Store.isStale.Load() {
 		return Result{}, ErrStale
 	}
-	e, err := v.Store.lookup(h)
+	e, _ := v.Store.lookup(h)
+	var err error
+	if e == nil {
+		e, err = v.Store.lookupMiss(h, true)
+	}
 	return v.decideEntry(e, err, t, req, needScope)
 }
 
@@ -280,23 +303,26 @@ func foreignShaped(cred string) bool {
 	return true
 }
 
-// lookup finds the cache entry for a hash, reading Badger on a miss. It
-// returns nil for an unknown hash. Unknown hashes are not cached (that
-// would be memory an attacker could fill): the filter of stored hashes
-// answers nearly all of them from memory.
-func (s *Store) lookup(h Hash) (*entry, error) {
-	if e := s.cache.get(h); e != nil {
-		s.stats.cacheHits.Add(1)
-		return e, nil
+// lookup finds the cache entry for a hash, in memory only; nil if the
+// hash is not cached. It returns the hash too, for lookupMiss.
+func (s *Store) lookup(h Hash) (*entry, Hash) {
+	e := s.cache.get(h)
+	if e != nil {
+		s.cache.shard(h).hits.Add(1)
 	}
-	s.stats.cacheMisses.Add(1)
-	return s.lookupMiss(h)
+	return e, h
 }
 
-// lookupMiss is lookup after the cache. It is a function of its own so
-// that h, which the engine's transaction captures (and so moves to the
-// heap), is copied there only on a miss, never on a cache hit.
-func (s *Store) lookupMiss(h Hash) (*entry, error) {
+// lookupMiss finds a hash that is not cached: the filter of stored hashes,
+// then the store, and caches what it read. It returns nil for an unknown
+// hash. Unknown hashes are not cached (that would be memory an attacker
+// could fill): the filter answers nearly all of them from memory. byHash:
+// the caller never saw the key's plaintext (VerifyHash), so the entry does
+// not vouch for its format. It is a function of its own so that h, which
+// the engine's transaction captures (and so moves to the heap), is copied
+// there only on a miss, never on a cache hit.
+func (s *Store) lookupMiss(h Hash, byHash bool) (*entry, error) {
+	s.stats.cacheMisses.Add(1)
 	if !s.filters.mayContain(&h) {
 		return nil, nil
 	}
@@ -318,7 +344,7 @@ func (s *Store) lookupMiss(h Hash) (*entry, error) {
 		s.readFailed()
 		return nil, err
 	}
-	e := &entry{}
+	e := &entry{byHash: byHash}
 	switch {
 	case k.Hash == h:
 	case k.PrevHash != nil && *k.PrevHash == h:

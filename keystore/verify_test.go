@@ -730,3 +730,44 @@ func TestVerifyHitDoesNotAllocate(t *testing.T) {
 		}
 	}
 }
+
+// TestChecksumAfterCache: the checksum is checked after the cache and
+// before the filter and the store. A key of the right shape with a wrong
+// checksum is malformed and reads nothing (no miss counted, no store
+// read); a key found in an entry that VerifyHash filled (which never saw
+// the plaintext) still has its whole format checked.
+func TestChecksumAfterCache(t *testing.T) {
+	s := openStoreOpts(t, Options{})
+	f := DefaultFormat()
+	v := &Verifier{Store: s, Format: f, DefaultLimit: &Limit{}}
+	_, plain := mustCreate(t, s, f, NewKey{})
+	verifyOutcome(t, v, plain, "", OK)
+	last := plain[len(plain)-1]
+	bad := plain[:len(plain)-1] + string(map[bool]byte{true: 'B', false: 'A'}[last == 'A'])
+	if f.CheckShape(bad) != nil || f.Check(bad) == nil {
+		t.Fatalf("%q: want the shape right and the checksum wrong", bad)
+	}
+	misses, reads := s.stats.cacheMisses.Load(), s.missReads.Load()
+	verifyOutcome(t, v, bad, "", MalformedKey)
+	if s.stats.cacheMisses.Load() != misses || s.missReads.Load() != reads {
+		t.Errorf("a wrong checksum was looked up past the cache: misses %d->%d, store reads %d->%d",
+			misses, s.stats.cacheMisses.Load(), reads, s.missReads.Load())
+	}
+
+	// A key stored under a format without checksum, of the same length as
+	// the verifier's: VerifyHash caches it, and the plaintext is still
+	// refused by the verifier whose format has a checksum.
+	plainFormat := Format{Prefix: f.Prefix, Length: f.Length + ChecksumLength}
+	_, other := mustCreate(t, s, plainFormat, NewKey{})
+	if f.CheckShape(other) != nil || f.Check(other) == nil {
+		t.Fatalf("%q: want the shape right and the checksum wrong", other)
+	}
+	if res, err := v.VerifyHash(HashKey(other), Scope{}, false); err != nil || res.Outcome != OK {
+		t.Fatalf("VerifyHash: %v %v", res.Outcome, err)
+	}
+	if s.cache.get(HashKey(other)) == nil {
+		t.Fatal("VerifyHash did not cache the key")
+	}
+	verifyOutcome(t, v, other, "", MalformedKey)
+	verifyOutcome(t, &Verifier{Store: s, Format: plainFormat, DefaultLimit: &Limit{}}, other, "", OK)
+}
