@@ -292,71 +292,97 @@ func sanityCheck(ctx context.Context, p ports, s samples, peers peerCreds) (rate
 }
 
 // profileUnderLoad takes a heap profile of the measured Caddy after the
-// load, then a 10 s CPU profile (admin endpoint /debug/pprof/profile)
-// while wrk loads each site (the plain ones too, as bases for
-// "go tool pprof -diff_base"), and writes each with a pprof -top summary.
-func profileUnderLoad(ctx context.Context, w *wrkRunner, c config, p ports, f keyFiles, peers peerCreds, bin string) ([]string, error) {
+// load, then a CPU profile (admin endpoint /debug/pprof/profile,
+// -profile-seconds) while wrk loads each site (the plain ones too, as
+// bases for "go tool pprof -diff_base"), and writes each with a pprof -top
+// summary. From the profiles of the auth handlers' sites it computes each
+// handler's own CPU per request (ownCPU).
+func profileUnderLoad(ctx context.Context, w *wrkRunner, c config, p ports, f keyFiles, peers peerCreds, bin string) ([]string, []ownCPU, error) {
+	const (
+		apikeyHandler = "caddymodule.(*Handler).ServeHTTP"
+		basicAuth     = "caddyauth.Authentication.ServeHTTP"
+		respond       = "caddyhttp.StaticResponse.ServeHTTP"
+		proxy         = "reverseproxy.(*Handler).ServeHTTP"
+	)
 	cases := []struct {
 		name   string
 		port   int
 		keys   string
 		header string
+		// handler is the auth handler whose own CPU is reported, next
+		// the handler it calls on a pass ("" for a refusal load).
+		handler, next string
 	}{
-		{"respond", p.respond, f.valid, ""},
-		{"apikey-respond", p.apikeyRespond, f.valid, ""},
-		{"proxy", p.proxy, f.valid, ""},
-		{"apikey-proxy", p.apikeyProxy, f.valid, ""},
-		{"apikey-unknown", p.apikeyRespond, f.unknown, ""},
-		{"apikey-malformed", p.apikeyRespond, f.malformed, ""},
-		{"basic-auth-respond", p.basicAuth, peers.basicFile, "Authorization"},
-		{"forward-auth-respond", p.forwardAuth, peers.tokenFile, peerTokenHeader},
+		{"respond", p.respond, f.valid, "", "", ""},
+		{"apikey-respond", p.apikeyRespond, f.valid, "", apikeyHandler, respond},
+		{"proxy", p.proxy, f.valid, "", "", ""},
+		{"apikey-proxy", p.apikeyProxy, f.valid, "", apikeyHandler, proxy},
+		{"apikey-unknown", p.apikeyRespond, f.unknown, "", apikeyHandler, ""},
+		{"apikey-malformed", p.apikeyRespond, f.malformed, "", apikeyHandler, ""},
+		{"basic-auth-respond", p.basicAuth, peers.basicFile, "Authorization", basicAuth, respond},
+		{"forward-auth-respond", p.forwardAuth, peers.tokenFile, peerTokenHeader, "", ""},
 	}
 	var out []string
+	var owns []ownCPU
 	// The heap after the load, before the profiling loads.
 	heap := filepath.Join(c.out, "caddy-heap.pprof")
 	if err := fetchProfile(ctx, "http://"+c.admin+"/debug/pprof/heap", heap); err != nil {
-		return out, err
+		return out, owns, err
 	}
 	txt, err := outputCmd(ctx, "", "go", "tool", "pprof", "-top", "-nodecount=40", "-sample_index=inuse_space", bin, heap)
 	if err != nil {
-		return out, err
+		return out, owns, err
 	}
 	if err := os.WriteFile(strings.TrimSuffix(heap, ".pprof")+".top.txt", []byte(txt), 0o644); err != nil {
-		return out, err
+		return out, owns, err
 	}
 	out = append(out, heap, strings.TrimSuffix(heap, ".pprof")+".top.txt")
+	secs := max(c.profileSecs, 1)
 	for _, cs := range cases {
-		logf("profiling the measured Caddy under %s load (10 s)", cs.name)
+		logf("profiling the measured Caddy under %s load (%d s)", cs.name, secs)
 		type wrkDone struct {
 			r   wrkResult
 			err error
 		}
 		done := make(chan wrkDone, 1)
 		go func() {
-			r, err := w.run(ctx, p.url(cs.port), cs.keys, cs.header, 13*time.Second, w.threads, w.conns)
+			r, err := w.run(ctx, p.url(cs.port), cs.keys, cs.header, time.Duration(secs+3)*time.Second, w.threads, w.conns)
 			done <- wrkDone{r, err}
 		}()
 		time.Sleep(1500 * time.Millisecond)
 		prof := filepath.Join(c.out, "caddy-cpu-"+cs.name+".pprof")
-		perr := fetchProfile(ctx, "http://"+c.admin+"/debug/pprof/profile?seconds=10", prof)
+		perr := fetchProfile(ctx, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", c.admin, secs), prof)
 		d := <-done
 		if perr != nil {
-			return out, perr
+			return out, owns, perr
 		}
 		if d.err != nil {
-			return out, d.err
+			return out, owns, d.err
 		}
 		top := strings.TrimSuffix(prof, ".pprof") + ".top.txt"
 		txt, err := outputCmd(ctx, "", "go", "tool", "pprof", "-top", "-nodecount=40", bin, prof)
 		if err != nil {
-			return out, err
+			return out, owns, err
 		}
 		if err := os.WriteFile(top, []byte(txt), 0o644); err != nil {
-			return out, err
+			return out, owns, err
 		}
 		out = append(out, prof, top)
+		if cs.handler == "" {
+			continue
+		}
+		cum, err := outputCmd(ctx, "", "go", "tool", "pprof", "-top", "-cum", "-nodecount=100000", "-nodefraction=0", "-edgefraction=0", bin, prof)
+		if err != nil {
+			return out, owns, err
+		}
+		o, err := ownCPUOf(cum, cs.handler, cs.next)
+		if err != nil {
+			return out, owns, fmt.Errorf("profile under %s load: %w", cs.name, err)
+		}
+		o.load, o.requests = cs.name, d.r.RPS()*float64(secs)
+		owns = append(owns, o)
 	}
-	return out, nil
+	return out, owns, nil
 }
 
 func fetchProfile(ctx context.Context, url, path string) error {

@@ -23,6 +23,7 @@ type report struct {
 	pairs           []pairResult
 	paired          []pairedResult
 	profiles        []string
+	ownCPU          []ownCPU
 	copyTook        time.Duration   // -backend redis: copying the store into Redis
 	propagation     []time.Duration // -backend redis: sorted delays
 	leases          leaseCalls      // -backend redis: the cluster rate limits' Redis calls
@@ -292,6 +293,15 @@ func (r report) markdown() string {
 		p("## Anomalies\n\n")
 		for _, n := range notes {
 			p("- %s\n", n)
+		}
+		p("\n")
+	}
+	if len(r.ownCPU) > 0 {
+		p("## The auth handlers' own CPU per request, from the CPU profiles\n\n")
+		p("Samples of the CPU profile taken under each load (%d s, wrk `-t%d -c%d`) inside the handler, minus those inside the handler it calls next, over the requests wrk counted during the profile (its rate times the profile's length). It leaves out what the handler makes others do (a larger response, the garbage collector's share of its allocations), and a profile is a sample: a figure of n samples is uncertain by about its square root.\n\n", r.cfg.profileSecs, r.cfg.threads, r.cfg.conns)
+		p("| load | handler | samples in it | of the process's | requests (wrk) | own CPU per request |\n| --- | --- | ---: | ---: | ---: | ---: |\n")
+		for _, o := range r.ownCPU {
+			p("| %s | `%s` | %d | %d | %.0f | %.2f µs |\n", o.load, o.handler, o.samples, o.total, o.requests, o.perRequestUS())
 		}
 		p("\n")
 	}
