@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -390,7 +391,14 @@ func fetchProfile(ctx context.Context, url, path string) error {
 	if err != nil {
 		return err
 	}
-	cl := &http.Client{Transport: &http.Transport{Proxy: nil}, Timeout: 30 * time.Second}
+	// A CPU profile answers after its seconds (from the URL); 30 s more.
+	timeout := 30 * time.Second
+	if u, err := neturl.Parse(url); err == nil {
+		if secs, err := strconv.Atoi(u.Query().Get("seconds")); err == nil {
+			timeout += time.Duration(secs) * time.Second
+		}
+	}
+	cl := &http.Client{Transport: &http.Transport{Proxy: nil}, Timeout: timeout}
 	resp, err := cl.Do(req)
 	if err != nil {
 		return fmt.Errorf("fetching %s: %w", url, err)
