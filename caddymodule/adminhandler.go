@@ -102,7 +102,7 @@ func (h *AdminHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddy
 		h.page.Serve(w, r, mountOf(r))
 		return nil
 	}
-	res, _, ok := h.auth.authenticate(w, r, keystore.Scope{}, false, h.logger, start)
+	res, _, ok := h.auth.authenticate(w, r, credHeadersOf(r.Header, h.auth.header), keystore.Scope{}, false, h.logger, start)
 	if !ok {
 		return nil
 	}

@@ -25,7 +25,19 @@ const (
 // trailing spaces and tabs already trimmed); anything else is left to the
 // format check.
 func extractCredential(h http.Header, keyHeader string, bearer bool) (cred string, src credentialSource, ok bool) {
-	if vals := h[keyHeader]; len(vals) > 0 {
+	return credentialFrom(credHeadersOf(h, keyHeader), bearer)
+}
+
+// credHeaders are the values of a request's key header and Authorization.
+type credHeaders struct{ key, authz []string }
+
+func credHeadersOf(h http.Header, keyHeader string) credHeaders {
+	return credHeaders{h[keyHeader], h["Authorization"]}
+}
+
+// credentialFrom is extractCredential on the values of the two headers.
+func credentialFrom(ch credHeaders, bearer bool) (cred string, src credentialSource, ok bool) {
+	if vals := ch.key; len(vals) > 0 {
 		if len(vals) > 1 {
 			return "", fromHeader, false
 		}
@@ -38,7 +50,7 @@ func extractCredential(h http.Header, keyHeader string, bearer bool) (cred strin
 	}
 	var token string
 	found := 0
-	for _, v := range h["Authorization"] {
+	for _, v := range ch.authz {
 		if t, isBearer := bearerToken(v); isBearer {
 			token = t
 			found++

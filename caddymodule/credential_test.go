@@ -224,6 +224,15 @@ func FuzzExtractCredential(f *testing.F) {
 		}
 		cred, src, ok := extractCredential(h, testKeyHeader, bearer)
 
+		// The handler's path (the credential headers found by the pass
+		// that strips identity headers) decides the same.
+		withIdentity := h.Clone()
+		withIdentity[HeaderKeyID] = []string{"spoofed"}
+		c2, s2, ok2 := credentialFrom(stripIdentityFind(withIdentity, testKeyHeader), bearer)
+		if c2 != cred || s2 != src || ok2 != ok || withIdentity[HeaderKeyID] != nil {
+			t.Fatalf("the stripping pass found %q %d %v, extractCredential %q %d %v", c2, s2, ok2, cred, src, ok)
+		}
+
 		// The header is never modified.
 		if len(h[testKeyHeader]) != len(xs) || len(h["Authorization"]) != len(as) {
 			t.Fatalf("headers modified: %v", h)

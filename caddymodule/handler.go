@@ -124,12 +124,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		h.auth.decided(r, outcomeInvalidPath, nil, start)
 		return nil
 	}
-	stripIdentity(r.Header)
+	creds := stripIdentityFind(r.Header, h.auth.header)
 	var required keystore.Scope
 	if !h.req.IsZero() {
 		required = h.req.For(r.Method)
 	}
-	res, src, ok := h.auth.authenticate(w, r, required, !h.req.IsZero(), h.logger, start)
+	res, src, ok := h.auth.authenticate(w, r, creds, required, !h.req.IsZero(), h.logger, start)
 	if !ok {
 		return nil
 	}
@@ -212,11 +212,12 @@ func validKeyHeader(name string) error {
 
 var unusableKeyHeaders = [...]string{"Host", "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade", "TE", "Trailer", "Content-Length"}
 
-// authenticate verifies the request's key. On any refusal it writes the
+// authenticate verifies the request's key, found in creds (the values of
+// r's key header and Authorization). On any refusal it writes the
 // response and returns ok=false. It counts the decision (metrics, and the
 // request's span when traced), timed from start if start is not zero.
-func (a *authenticator) authenticate(w http.ResponseWriter, r *http.Request, required keystore.Scope, needScope bool, log *zap.Logger, start time.Time) (keystore.Result, credentialSource, bool) {
-	cred, src, unambiguous := extractCredential(r.Header, a.header, a.bearer)
+func (a *authenticator) authenticate(w http.ResponseWriter, r *http.Request, creds credHeaders, required keystore.Scope, needScope bool, log *zap.Logger, start time.Time) (keystore.Result, credentialSource, bool) {
+	cred, src, unambiguous := credentialFrom(creds, a.bearer)
 	if !unambiguous {
 		a.refuser.refuseAmbiguous(w)
 		a.decided(r, keystore.MalformedKey, nil, start)

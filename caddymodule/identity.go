@@ -28,14 +28,23 @@ var identityHeaders = [...]string{HeaderKeyID, HeaderKeyName, HeaderKeyType, Hea
 // names, under any spelling that a backend might read as the same name
 // (case, or _ for -, as CGI and some proxies map them), and from the
 // tokens of Connection, which would make a proxy drop the headers we set.
-func stripIdentity(h http.Header) {
+func stripIdentity(h http.Header) { stripIdentityFind(h, "") }
+
+// stripIdentityFind is stripIdentity, returning on the way the values of
+// the key header (canonical name keyHeader, never an identity name) and
+// of Authorization, which the same pass meets.
+func stripIdentityFind(h http.Header, keyHeader string) (ch credHeaders) {
 	// One pass over the request's few headers finds every spelling,
 	// canonical ones included: cheaper than hashing the five names to
-	// delete them first. It notes Connection on the way, which saves
-	// hashing that name too.
+	// delete them first. It notes Connection and the credential headers
+	// on the way, which saves looking those names up.
 	conn := false
-	for k := range h {
+	for k, v := range h {
 		switch {
+		case k == keyHeader:
+			ch.key = v
+		case k == "Authorization":
+			ch.authz = v
 		case isIdentityName(k):
 			delete(h, k)
 		case k == "Connection":
@@ -43,7 +52,7 @@ func stripIdentity(h http.Header) {
 		}
 	}
 	if !conn {
-		return
+		return ch
 	}
 	if conn, ok := h["Connection"]; ok {
 		h["Connection"] = filterConnection(conn)
@@ -51,6 +60,7 @@ func stripIdentity(h http.Header) {
 			delete(h, "Connection")
 		}
 	}
+	return ch
 }
 
 // scrubTrailers keeps identity headers and the credential headers (the key

@@ -3,6 +3,7 @@ package keystore
 import (
 	"encoding/binary"
 	"math"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -142,23 +143,103 @@ const (
 	DefaultCacheSize = 1 << 20
 )
 
+// cacheShard is one of the cache's shards: an open-addressing table of
+// entries that readers probe without a lock (atomic loads), and writers
+// (fills, invalidations, evictions) change under mu. A request's lookup
+// so writes no shared memory: with a read lock, each lookup wrote the
+// lock's counter, a line that the two cores passed between them.
 type cacheShard struct {
-	mu sync.RWMutex
-	// m is keyed by the hash's first 8 bytes, as random as the hash: a
-	// map of 16-byte slots instead of 40-byte ones, so that more of it
-	// stays in the CPU's caches under random keys. The entry holds the
-	// whole hash, which get compares; two cached hashes that share their
-	// first 8 bytes take turns in the slot.
-	m map[uint64]*entry
-	// hits counts the request path's lookups answered by this shard: a
-	// counter per shard, on the line the lookup's read lock writes
-	// anyway, rather than one counter that every request on every core
-	// writes (a cache line passed between the cores at each request).
-	hits atomic.Uint64
-	_    [24]byte // pad to 64 bytes: shards on separate cache lines
+	mu  sync.Mutex
+	tab atomic.Pointer[cacheTable]
+	// n is the live entries, dead the tombstones, in tab; under mu.
+	n, dead int
+	_       [32]byte // pad to 64 bytes: shards on separate cache lines
 }
 
-func cacheIndex(h *Hash) uint64 { return binary.LittleEndian.Uint64(h[:8]) }
+// cacheTable is a shard's table: a power-of-two array of slots, probed
+// linearly from the hash's second 8 bytes (the first byte picks the
+// shard). A slot holds a tag and an entry: tag 0 is a free slot (a probe
+// stops there), tombTag a dropped entry (a probe goes on), any other tag
+// is those 8 bytes of the entry's hash with the low bit set, so that a
+// probe reads an entry only when the tag matches: a probe that passed
+// other entries by their pointers would fetch each one's line. A table is
+// never resized in place: a writer builds a new one and publishes it, and
+// a reader that still holds the old one sees the entries as they were
+// when it loaded it.
+type cacheTable struct {
+	mask  uint64
+	slots []cacheSlot
+}
+
+type cacheSlot struct {
+	tag atomic.Uint64
+	e   atomic.Pointer[entry]
+}
+
+// tombTag marks a slot whose entry was dropped.
+const tombTag = 2
+
+// minCacheTable is the slots of a new shard's table.
+const minCacheTable = 8
+
+func newCacheTable(slots int) *cacheTable {
+	return &cacheTable{mask: uint64(slots - 1), slots: make([]cacheSlot, slots)}
+}
+
+// cacheIndex is where h's probe starts in a table.
+func cacheIndex(h *Hash) uint64 { return binary.LittleEndian.Uint64(h[8:16]) }
+
+// cacheTag is h's tag: never 0 (free) or tombTag.
+func cacheTag(h *Hash) uint64 { return cacheIndex(h) | 1 }
+
+// find returns the slot of h in t and its entry, or the slot where a probe
+// for h stopped (nil entry: not there). A writer stores a slot's entry
+// before its tag, and a dropped slot's tag before its entry: a reader that
+// meets a slot in between misses, or finds the entry as it was before the
+// drop, as if it had come a moment earlier.
+func (t *cacheTable) find(h *Hash) (*cacheSlot, *entry) {
+	tag := cacheTag(h)
+	for i, n := cacheIndex(h)&t.mask, uint64(0); n <= t.mask; i, n = (i+1)&t.mask, n+1 {
+		slot := &t.slots[i]
+		switch st := slot.tag.Load(); {
+		case st == 0:
+			return slot, nil
+		case st == tag:
+			if e := slot.e.Load(); e != nil && e.hash == *h {
+				return slot, e
+			}
+		}
+	}
+	return nil, nil // full of tombstones and other hashes: writers rebuild before
+}
+
+// set puts e in a slot (a writer, under the shard's lock).
+func (sl *cacheSlot) set(e *entry) {
+	sl.e.Store(e)
+	sl.tag.Store(cacheTag(&e.hash))
+}
+
+// live is the slot's entry, nil if it is free or dropped (a writer, or
+// each, under the shard's lock).
+func (sl *cacheSlot) live() *entry {
+	if tag := sl.tag.Load(); tag == 0 || tag == tombTag {
+		return nil
+	}
+	return sl.e.Load()
+}
+
+// drop makes a slot a tombstone (a writer, under the shard's lock).
+func (sl *cacheSlot) drop() {
+	sl.tag.Store(tombTag)
+	sl.e.Store(nil)
+}
+
+// cacheStats are the request path's cache hits, counted per shard on
+// lines of their own (not the shards', which readers only read).
+type cacheStats struct {
+	hits atomic.Uint64
+	_    [56]byte
+}
 
 // cache maps key hashes to verified records. Fills are guarded by a
 // generation counter: a fill that read Badger before a mutation committed
@@ -166,6 +247,7 @@ func cacheIndex(h *Hash) uint64 { return binary.LittleEndian.Uint64(h[:8]) }
 // invalidation.
 type cache struct {
 	shards   [cacheShards]cacheShard
+	stats    [cacheShards]cacheStats
 	perShard int
 	gen      atomic.Uint64
 	// evicted receives the last-used times of entries dropped before they
@@ -179,7 +261,7 @@ type cache struct {
 func newCache(size int, evicted func(string, int64)) *cache {
 	c := &cache{perShard: max(size/cacheShards, 1), evicted: evicted}
 	for i := range c.shards {
-		c.shards[i].m = make(map[uint64]*entry)
+		c.shards[i].tab.Store(newCacheTable(minCacheTable))
 	}
 	return c
 }
@@ -188,26 +270,23 @@ func (c *cache) shard(h Hash) *cacheShard {
 	return &c.shards[h[0]%cacheShards]
 }
 
+// get returns the entry cached under h, or nil. It takes no lock and
+// writes nothing.
 func (c *cache) get(h Hash) *entry {
-	sh := c.shard(h)
-	sh.mu.RLock()
-	e := sh.m[cacheIndex(&h)]
-	sh.mu.RUnlock()
-	if e == nil || e.hash != h {
-		return nil
-	}
+	_, e := c.shard(h).tab.Load().find(&h)
 	return e
 }
 
+// hit counts a request path's lookup that found h.
+func (c *cache) hit(h Hash) { c.stats[h[0]%cacheShards].hits.Add(1) }
+
 // put caches e under h unless a mutation happened since generation gen was
-// read. A full shard drops an arbitrary entry (Go's map order is random);
-// an entry that e replaces (a concurrent fill of the same hash, or a hash
-// with the same first 8 bytes) is retired. An entry not cached is retired
-// too: the request that read it still answers from it, and counts its use
-// in it.
+// read. A full shard drops an entry from a random place; an entry that e
+// replaces (a concurrent fill of the same hash) is retired. An entry not
+// cached is retired too: the request that read it still answers from it,
+// and counts its use in it.
 func (c *cache) put(h Hash, e *entry, gen uint64) {
 	e.hash = h
-	i := cacheIndex(&h)
 	sh := c.shard(h)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -215,18 +294,80 @@ func (c *cache) put(h Hash, e *entry, gen uint64) {
 		c.retire(e)
 		return
 	}
-	old, ok := sh.m[i]
-	if !ok && len(sh.m) >= c.perShard {
-		for victim, ve := range sh.m {
-			delete(sh.m, victim)
-			c.retire(ve)
-			break
+	t := sh.tab.Load()
+	if slot, old := t.find(&h); old != nil {
+		if old != e {
+			slot.set(e)
+			c.retire(old)
+		}
+		return
+	}
+	if sh.n >= c.perShard {
+		c.evictOne(sh)
+	}
+	t = sh.grow()
+	// The first free or dropped slot of h's probe: h is not in the table.
+	for i := cacheIndex(&h) & t.mask; ; i = (i + 1) & t.mask {
+		switch t.slots[i].tag.Load() {
+		case 0:
+			t.slots[i].set(e)
+			sh.n++
+			return
+		case tombTag:
+			t.slots[i].set(e)
+			sh.n++
+			sh.dead--
+			return
 		}
 	}
-	if ok && old != e {
-		c.retire(old)
+}
+
+// grow makes room for one more entry in sh's table when live entries and
+// tombstones would fill more than three quarters of it: a new table
+// without the tombstones, twice as large if the live entries alone would
+// fill more than half. The cache's size bounds the live entries, so a
+// table is at most four times that many slots. sh.mu is held.
+func (sh *cacheShard) grow() *cacheTable {
+	t := sh.tab.Load()
+	size := len(t.slots)
+	if 4*(sh.n+sh.dead+1) <= 3*size {
+		return t
 	}
-	sh.m[i] = e
+	if 2*(sh.n+1) > size {
+		size *= 2
+	}
+	nt := newCacheTable(size)
+	for i := range t.slots {
+		e := t.slots[i].live()
+		if e == nil {
+			continue
+		}
+		for j := cacheIndex(&e.hash) & nt.mask; ; j = (j + 1) & nt.mask {
+			if nt.slots[j].tag.Load() == 0 {
+				nt.slots[j].set(e)
+				break
+			}
+		}
+	}
+	sh.dead = 0
+	sh.tab.Store(nt)
+	return nt
+}
+
+// evictOne drops the first entry from a random slot on. sh.mu is held.
+func (c *cache) evictOne(sh *cacheShard) {
+	t := sh.tab.Load()
+	start := rand.Uint64() & t.mask
+	for n := uint64(0); n <= t.mask; n++ {
+		slot := &t.slots[(start+n)&t.mask]
+		if e := slot.live(); e != nil {
+			slot.drop()
+			sh.n--
+			sh.dead++
+			c.retire(e)
+			return
+		}
+	}
 }
 
 // invalidate drops the hashes after a mutation committed, and bumps the
@@ -236,9 +377,10 @@ func (c *cache) invalidate(hashes ...Hash) {
 	for _, h := range hashes {
 		sh := c.shard(h)
 		sh.mu.Lock()
-		i := cacheIndex(&h)
-		if e := sh.m[i]; e != nil && e.hash == h {
-			delete(sh.m, i)
+		if slot, e := sh.tab.Load().find(&h); e != nil {
+			slot.drop()
+			sh.n--
+			sh.dead++
 			c.retire(e)
 		}
 		c.gen.Add(1)
@@ -271,23 +413,27 @@ func (c *cache) lastUsed(k *Key) int64 {
 	return best
 }
 
-// each calls fn for every cached entry, shard by shard, under a read lock.
+// each calls fn for every cached entry, shard by shard, with the shard's
+// writers held off (a fill or an invalidation of the shard waits).
 func (c *cache) each(fn func(*entry)) {
 	for i := range c.shards {
 		sh := &c.shards[i]
-		sh.mu.RLock()
-		for _, e := range sh.m {
-			fn(e)
+		sh.mu.Lock()
+		t := sh.tab.Load()
+		for j := range t.slots {
+			if e := t.slots[j].live(); e != nil {
+				fn(e)
+			}
 		}
-		sh.mu.RUnlock()
+		sh.mu.Unlock()
 	}
 }
 
 // hits is the sum of the shards' hit counts.
 func (c *cache) hits() uint64 {
 	var n uint64
-	for i := range c.shards {
-		n += c.shards[i].hits.Load()
+	for i := range c.stats {
+		n += c.stats[i].hits.Load()
 	}
 	return n
 }
@@ -296,9 +442,9 @@ func (c *cache) len() int {
 	n := 0
 	for i := range c.shards {
 		sh := &c.shards[i]
-		sh.mu.RLock()
-		n += len(sh.m)
-		sh.mu.RUnlock()
+		sh.mu.Lock()
+		n += sh.n
+		sh.mu.Unlock()
 	}
 	return n
 }
@@ -310,9 +456,13 @@ func (c *cache) clear() {
 	for i := range c.shards {
 		sh := &c.shards[i]
 		sh.mu.Lock()
-		for k, e := range sh.m {
-			delete(sh.m, k)
-			c.retire(e)
+		t := sh.tab.Load()
+		sh.tab.Store(newCacheTable(minCacheTable))
+		sh.n, sh.dead = 0, 0
+		for j := range t.slots {
+			if e := t.slots[j].live(); e != nil {
+				c.retire(e)
+			}
 		}
 		c.gen.Add(1)
 		sh.mu.Unlock()

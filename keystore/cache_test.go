@@ -278,16 +278,17 @@ func TestCacheConcurrentMutations(t *testing.T) {
 	t.Logf("%d concurrent verifications", reads.Load())
 }
 
-// TestCacheSharedIndex: two hashes with the same first 8 bytes (the
-// map's key) never answer for each other. The later fill takes the slot
-// and the earlier entry is retired with its unflushed use; invalidating
-// the earlier hash leaves the later one cached.
+// TestCacheSharedIndex: two hashes whose probes start at the same slot
+// (the same bytes 8 to 16, the same shard) are both cached and never
+// answer for each other; invalidating one leaves the other. A second fill
+// of the same hash replaces the first, which is retired with its
+// unflushed use.
 func TestCacheSharedIndex(t *testing.T) {
 	var evicted []string
-	c := newCache(64, func(id string, _ int64) { evicted = append(evicted, id) })
+	c := newCache(64*cacheShards, func(id string, _ int64) { evicted = append(evicted, id) })
 	var a, b Hash
-	a[0], a[31] = 7, 1
-	b[0], b[31] = 7, 2
+	a[0], a[8], a[31] = 7, 3, 1
+	b[0], b[8], b[31] = 7, 3, 2
 	ea := &entry{snap: snapshot{key: Key{ID: "a"}}}
 	eb := &entry{snap: snapshot{key: Key{ID: "b"}}}
 	c.put(a, ea, c.gen.Load())
@@ -296,19 +297,111 @@ func TestCacheSharedIndex(t *testing.T) {
 		t.Fatal("a: not cached alone")
 	}
 	c.put(b, eb, c.gen.Load())
+	if c.get(b) != eb || c.get(a) != ea {
+		t.Fatal("a and b are not both cached, or one answers for the other")
+	}
+	c.invalidate(a)
 	if c.get(b) != eb || c.get(a) != nil {
-		t.Fatal("b did not replace a, or a answers for b")
+		t.Fatal("invalidating a dropped b, or kept a")
 	}
 	if !slices.Equal(evicted, []string{"a"}) {
 		t.Fatalf("retired %q, want a's unflushed use", evicted)
 	}
-	c.invalidate(a)
-	if c.get(b) != eb {
-		t.Fatal("invalidating a dropped b")
+	eb2 := &entry{snap: snapshot{key: Key{ID: "b"}}}
+	eb.lastUsed.Store(1)
+	c.put(b, eb2, c.gen.Load())
+	if c.get(b) != eb2 || c.len() != 1 {
+		t.Fatal("a second fill of b did not replace the first")
+	}
+	if !slices.Equal(evicted, []string{"a", "b"}) {
+		t.Fatalf("retired %q, want b's first entry too", evicted)
 	}
 	c.invalidate(b)
 	if c.get(b) != nil || c.len() != 0 {
 		t.Fatal("invalidate kept b")
+	}
+}
+
+// TestCacheTableConcurrent: readers probe the tables without a lock while
+// writers fill, invalidate, evict and rebuild them. A reader never gets an
+// entry of another hash; once invalidate returns, no lookup finds the
+// hash; each visits every cached entry once; the size bound holds; and
+// the tables' bookkeeping matches their slots.
+func TestCacheTableConcurrent(t *testing.T) {
+	const perShard, keys = 40, 4000 // 64 shards: 2,560 entries at most, so eviction runs
+	c := newCache(perShard*cacheShards, nil)
+	hashes := make([]Hash, keys)
+	for i := range hashes {
+		hashes[i] = HashKey(fmt.Sprint("key-", i))
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var wrong atomic.Int64
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				h := hashes[n*7919%keys]
+				if e := c.get(h); e != nil && e.hash != h {
+					wrong.Add(1)
+				}
+			}
+		}()
+	}
+	for round := range 20 {
+		for i, h := range hashes {
+			c.put(h, &entry{snap: snapshot{key: Key{ID: fmt.Sprint(i)}}}, c.gen.Load())
+			if i%3 == round%3 {
+				c.invalidate(h)
+				if c.get(h) != nil {
+					t.Fatalf("round %d: %d found after its invalidation", round, i)
+				}
+			}
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if n := wrong.Load(); n != 0 {
+		t.Fatalf("%d lookups returned an entry of another hash", n)
+	}
+	seen := map[*entry]bool{}
+	c.each(func(e *entry) {
+		if seen[e] {
+			t.Errorf("each visited %s twice", e.snap.key.ID)
+		}
+		seen[e] = true
+	})
+	if n := c.len(); n != len(seen) || n > perShard*cacheShards || n == 0 {
+		t.Fatalf("len %d, each saw %d, bound %d", n, len(seen), perShard*cacheShards)
+	}
+	for i := range c.shards {
+		sh := &c.shards[i]
+		live, dead := 0, 0
+		for j := range sh.tab.Load().slots {
+			slot := &sh.tab.Load().slots[j]
+			switch e := slot.live(); {
+			case slot.tag.Load() == tombTag:
+				dead++
+			case e != nil:
+				live++
+				if c.get(e.hash) != e {
+					t.Fatalf("shard %d: a cached entry is not found by its hash", i)
+				}
+			}
+		}
+		if live != sh.n || dead != sh.dead || 4*(live+dead) > 3*len(sh.tab.Load().slots) {
+			t.Fatalf("shard %d: %d live, %d dead in %d slots; counted %d and %d", i, live, dead, len(sh.tab.Load().slots), sh.n, sh.dead)
+		}
+	}
+	c.clear()
+	if c.len() != 0 || c.get(hashes[0]) != nil {
+		t.Fatal("clear kept entries")
 	}
 }
 

@@ -78,7 +78,8 @@ type RateState struct {
 //
 // The bucket is its own token bucket, with the arithmetic of
 // golang.org/x/time/rate's Limiter (AllowN, TokensAt, ReserveN) inline:
-// one allocation of 64 bytes, one cache line and one lock per request,
+// one allocation of 64 bytes (56 used: 64-byte objects are 64-byte
+// aligned, one line each), one cache line and one lock per request,
 // where a Limiter behind a pointer was a second allocation, a second
 // cache line and a second lock (its own), and TokensAt a third locking.
 // Under requests spread over many keys, each bucket is out of the CPU's
@@ -90,17 +91,31 @@ type bucket struct {
 	// perSec is cfg's rate in tokens per second.
 	perSec float64
 	// tokens is the bucket's content at last; it refills at perSec up to
-	// cfg.Burst. The zero last (a new bucket) reads as full.
+	// cfg.Burst. last is a time as nanoseconds since bucketEpoch (on the
+	// monotonic clock when the times have one): 8 bytes where a time.Time
+	// is 24, which keeps the bucket within one line. lastNew (a new or
+	// adopted bucket) reads as full.
 	tokens float64
-	last   time.Time
+	last   int64
 	// g, on an engine with kv.Limits, is the bucket's lease of the
 	// engine's bucket (globallimit.go), which decides instead.
 	g *tokenLease
 }
 
 func newBucket(l *Limit) *bucket {
-	return &bucket{cfg: l, perSec: float64(l.perSecond()), tokens: float64(l.Burst)} // starts full
+	return &bucket{cfg: l, perSec: float64(l.perSecond()), tokens: float64(l.Burst), last: lastNew} // starts full
 }
+
+// bucketEpoch is the origin of the buckets' times.
+var bucketEpoch = time.Now()
+
+// lastNew is the last of a bucket that no request has taken from: so far
+// in the past that any time refills it completely, and far enough from
+// math.MinInt64 that the difference cannot overflow.
+const lastNew = math.MinInt64 / 2
+
+// bucketTime is t as a bucket keeps it.
+func bucketTime(t time.Time) int64 { return int64(t.Sub(bucketEpoch)) }
 
 // take spends one token if there is one. If the limit changed since the
 // last request (an admin edit), the bucket adopts it first.
@@ -127,7 +142,7 @@ func (b *bucket) takeLive(l *Limit, now time.Time) (st RateState, ok, live bool)
 	tokens := b.advance(now)
 	if ok = b.admits(tokens - 1); ok {
 		tokens--
-		b.tokens, b.last = tokens, now
+		b.tokens, b.last = tokens, bucketTime(now)
 	}
 	st = RateState{Limit: l.Burst, Remaining: max(int(tokens), 0)}
 	st.Reset = int(math.Ceil((float64(l.Burst) - tokens) / b.perSec))
@@ -141,7 +156,7 @@ func (b *bucket) takeLive(l *Limit, now time.Time) (st RateState, ok, live bool)
 // at last, refilled for the time since, up to the burst. A time before
 // last refills nothing. It changes nothing. b.mu is held.
 func (b *bucket) advance(now time.Time) float64 {
-	elapsed := now.Sub(b.last)
+	elapsed := time.Duration(bucketTime(now) - b.last)
 	if elapsed < 0 {
 		elapsed = 0
 	}
@@ -161,9 +176,9 @@ func (b *bucket) admits(after float64) bool {
 func (b *bucket) adopt(l *Limit, now time.Time) {
 	used := math.Ceil(float64(b.cfg.Burst) - b.advance(now))
 	b.cfg, b.perSec = l, float64(l.perSecond())
-	b.tokens, b.last = float64(l.Burst), time.Time{}
+	b.tokens, b.last = float64(l.Burst), lastNew
 	if used > 0 {
-		b.tokens, b.last = float64(l.Burst-min(int(used), l.Burst)), now
+		b.tokens, b.last = float64(l.Burst-min(int(used), l.Burst)), bucketTime(now)
 	}
 }
 
@@ -176,7 +191,7 @@ func (b *bucket) refund(now time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if tokens := b.advance(now) + 1; b.admits(tokens) {
-		b.tokens, b.last = tokens, now
+		b.tokens, b.last = tokens, bucketTime(now)
 	}
 }
 

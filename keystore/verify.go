@@ -308,7 +308,7 @@ func foreignShaped(cred string) bool {
 func (s *Store) lookup(h Hash) (*entry, Hash) {
 	e := s.cache.get(h)
 	if e != nil {
-		s.cache.shard(h).hits.Add(1)
+		s.cache.hit(h)
 	}
 	return e, h
 }
