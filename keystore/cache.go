@@ -126,10 +126,13 @@ type entry struct {
 	// drain (keepUsage), so that its count is not lost. usageKept: it is
 	// in the store's list of retired entries to drain.
 	usageRetired atomic.Bool
-	// byHash: the entry was filled by VerifyHash, which never sees a
-	// plaintext; Verify checks the whole format of a key found in such an
-	// entry, as it does on a miss.
-	byHash bool
+	// vouched is the format policy (Verifier.vouch) that checked the
+	// whole format of the key when the entry was filled, 0 if none did
+	// (VerifyHash never sees a plaintext). Verify checks the whole format
+	// of a key found in an entry that its own policy did not vouch for,
+	// as it does on a miss: after a reload that turned the checksum on
+	// or foreign keys off, a cached key is checked as a new one would be.
+	vouched uint8
 	// usage counts the requests that named the key since the last drain.
 	usage     usageSlots
 	usageKept atomic.Bool

@@ -687,5 +687,5 @@ func (s *Store) find(h Hash) (*entry, error) {
 	if e, _ := s.lookup(h); e != nil {
 		return e, nil
 	}
-	return s.lookupMiss(h, false)
+	return s.lookupMiss(h, 0)
 }

@@ -139,7 +139,7 @@ func TestVerifyUsesThePlaintextOnlyToHash(t *testing.T) {
 			return strings.Replace(s, lookupLine, "h0 := HashKey(cred)\n\te, h := v.Store.lookup(h0)", 1)
 		},
 		"a store read before the checksum": func(s string) string {
-			return strings.Replace(s, lookupLine, lookupLine+"\n\tif e == nil {\n\t\te, _ = v.Store.lookupMiss(h, false)\n\t}", 1)
+			return strings.Replace(s, lookupLine, lookupLine+"\n\tif e == nil {\n\t\te, _ = v.Store.lookupMiss(h, v.vouch())\n\t}", 1)
 		},
 		"a lookup by string": func(s string) string {
 			return strings.Replace(s, "func (s *Store) lookup(h Hash)", "func (s *Store) lookup(h string)", 1)

@@ -126,17 +126,33 @@ func (v *Verifier) Verify(cred string, req Scope, needScope bool) (Result, error
 	}
 	e, h := v.Store.lookup(HashKey(cred))
 	var err error
-	if e == nil || e.byHash {
-		// Not cached, or cached by VerifyHash, which never saw the
-		// plaintext: the whole format, checksum included.
+	if e == nil || e.vouched != v.vouch() {
+		// Not cached, or not checked by this format policy (cached by
+		// VerifyHash, which never saw the plaintext, or under another
+		// config): the whole format, checksum included.
 		if v.Format.Check(cred) != nil && !(v.AcceptForeign && foreignShaped(cred)) {
 			return Result{Outcome: MalformedKey}, nil
 		}
 		if e == nil {
-			e, err = v.Store.lookupMiss(h, false)
+			e, err = v.Store.lookupMiss(h, v.vouch())
 		}
 	}
 	return v.decideEntry(e, err, t, req, needScope)
+}
+
+// vouch names what the whole format check of v accepts beyond the shape
+// (which every request checks): the checksum, and foreign keys. An entry
+// filled after such a check is vouched for by it (entry.vouched); 0 is no
+// check.
+func (v *Verifier) vouch() uint8 {
+	p := uint8(1)
+	if v.Format.Checksum {
+		p |= 2
+	}
+	if v.AcceptForeign {
+		p |= 4
+	}
+	return p
 }
 
 // VerifyHash runs Verify's checks after the format's, from the lookup on,
@@ -151,7 +167,7 @@ func (v *Verifier) VerifyHash(h Hash, req Scope, needScope bool) (Result, error)
 	e, _ := v.Store.lookup(h)
 	var err error
 	if e == nil {
-		e, err = v.Store.lookupMiss(h, true)
+		e, err = v.Store.lookupMiss(h, 0)
 	}
 	return v.decideEntry(e, err, t, req, needScope)
 }
@@ -316,12 +332,12 @@ func (s *Store) lookup(h Hash) (*entry, Hash) {
 // lookupMiss finds a hash that is not cached: the filter of stored hashes,
 // then the store, and caches what it read. It returns nil for an unknown
 // hash. Unknown hashes are not cached (that would be memory an attacker
-// could fill): the filter answers nearly all of them from memory. byHash:
-// the caller never saw the key's plaintext (VerifyHash), so the entry does
-// not vouch for its format. It is a function of its own so that h, which
+// could fill): the filter answers nearly all of them from memory. vouched
+// is the format policy that checked the key (entry.vouched), 0 for a
+// caller that never saw its plaintext (VerifyHash). It is a function of its own so that h, which
 // the engine's transaction captures (and so moves to the heap), is copied
 // there only on a miss, never on a cache hit.
-func (s *Store) lookupMiss(h Hash, byHash bool) (*entry, error) {
+func (s *Store) lookupMiss(h Hash, vouched uint8) (*entry, error) {
 	s.stats.cacheMisses.Add(1)
 	if !s.filters.mayContain(&h) {
 		return nil, nil
@@ -344,7 +360,7 @@ func (s *Store) lookupMiss(h Hash, byHash bool) (*entry, error) {
 		s.readFailed()
 		return nil, err
 	}
-	e := &entry{byHash: byHash}
+	e := &entry{vouched: vouched}
 	switch {
 	case k.Hash == h:
 	case k.PrevHash != nil && *k.PrevHash == h:

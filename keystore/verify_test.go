@@ -770,4 +770,22 @@ func TestChecksumAfterCache(t *testing.T) {
 	}
 	verifyOutcome(t, v, other, "", MalformedKey)
 	verifyOutcome(t, &Verifier{Store: s, Format: plainFormat, DefaultLimit: &Limit{}}, other, "", OK)
+
+	// A reload that turns the checksum on (the store and its cache stay
+	// open): a key that the old config's verifier cached is checked as a
+	// new one would be, and refused.
+	_, third := mustCreate(t, s, plainFormat, NewKey{})
+	verifyOutcome(t, &Verifier{Store: s, Format: plainFormat, DefaultLimit: &Limit{}}, third, "", OK)
+	if s.cache.get(HashKey(third)) == nil {
+		t.Fatal("the key was not cached")
+	}
+	if f.CheckShape(third) != nil || f.Check(third) == nil {
+		t.Fatalf("%q: want the shape right and the checksum wrong", third)
+	}
+	verifyOutcome(t, v, third, "", MalformedKey)
+	// And one that turns foreign keys off: a foreign key cached while they
+	// were accepted is refused.
+	foreign := &Verifier{Store: s, Format: f, AcceptForeign: true, DefaultLimit: &Limit{}}
+	verifyOutcome(t, foreign, third, "", OK)
+	verifyOutcome(t, v, third, "", MalformedKey)
 }
