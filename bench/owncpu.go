@@ -12,12 +12,17 @@ import (
 // samples inside it minus those inside the handler it calls next.
 type ownCPU struct {
 	load, handler string
-	// samples: the handler's own CPU in the profile; total: the process's.
+	// own: the handler's own CPU in the profile; all: the process's.
 	own, all time.Duration
-	samples  int // own in profile samples (10 ms each at pprof's 100 Hz)
-	total    int
 	requests float64 // served during the profile (wrk's rate times its length)
 }
+
+// pprofSample is a CPU profile's sampling period (pprof's 100 Hz).
+const pprofSample = 10 * time.Millisecond
+
+// samples and total are own and all in profile samples.
+func (o ownCPU) samples() int { return int(o.own / pprofSample) }
+func (o ownCPU) total() int   { return int(o.all / pprofSample) }
 
 func (o ownCPU) perRequestUS() float64 {
 	if o.requests <= 0 {
@@ -76,8 +81,6 @@ func ownCPUOf(top, handler, next string) (ownCPU, error) {
 		return o, fmt.Errorf("pprof: no node %s", next)
 	}
 	o.own = inHandler - inNext
-	o.samples = int(o.own / (10 * time.Millisecond))
-	o.total = int(o.all / (10 * time.Millisecond))
 	return o, nil
 }
 

@@ -39,8 +39,8 @@ func TestOwnCPUOf(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if o.own != tc.own || o.all != 12230*time.Millisecond || o.total != 1223 {
-				t.Fatalf("own %v of %v (%d samples), want %v of 12.23s", o.own, o.all, o.total, tc.own)
+			if o.own != tc.own || o.all != 12230*time.Millisecond || o.total() != 1223 {
+				t.Fatalf("own %v of %v (%d samples), want %v of 12.23s", o.own, o.all, o.total(), tc.own)
 			}
 			o.requests = 200_000
 			if got, want := o.perRequestUS(), float64(tc.own.Microseconds())/200_000; math.Abs(got-want) > 1e-9 {

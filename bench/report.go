@@ -301,7 +301,7 @@ func (r report) markdown() string {
 		p("Samples of the CPU profile taken under each load (%d s, wrk `-t%d -c%d`) inside the handler, minus those inside the handler it calls next, over the requests wrk counted during the profile (its rate times the profile's length). It leaves out what the handler makes others do (a larger response, the garbage collector's share of its allocations), and a profile is a sample: a figure of n samples is uncertain by about its square root.\n\n", r.cfg.profileSecs, r.cfg.threads, r.cfg.conns)
 		p("| load | handler | samples in it | of the process's | requests (wrk) | own CPU per request |\n| --- | --- | ---: | ---: | ---: | ---: |\n")
 		for _, o := range r.ownCPU {
-			p("| %s | `%s` | %d | %d | %.0f | %.2f µs |\n", o.load, o.handler, o.samples, o.total, o.requests, o.perRequestUS())
+			p("| %s | `%s` | %d | %d | %.0f | %.2f µs |\n", o.load, o.handler, o.samples(), o.total(), o.requests, o.perRequestUS())
 		}
 		p("\n")
 	}

@@ -16,18 +16,6 @@ const (
 	fromBoth
 )
 
-// extractCredential finds the key in a request's headers: the key header
-// (canonical name keyHeader), or Authorization: Bearer (scheme matched
-// case-insensitively) if bearer is on. It returns ok=false for an
-// ambiguous request: a header sent more than once, or both headers with
-// different keys. An Authorization header of another scheme is not ours
-// and is ignored. Values are taken as Go's server parsed them (leading and
-// trailing spaces and tabs already trimmed); anything else is left to the
-// format check.
-func extractCredential(h http.Header, keyHeader string, bearer bool) (cred string, src credentialSource, ok bool) {
-	return credentialFrom(credHeadersOf(h, keyHeader), bearer)
-}
-
 // credHeaders are the values of a request's key header and Authorization.
 type credHeaders struct{ key, authz []string }
 
@@ -35,7 +23,13 @@ func credHeadersOf(h http.Header, keyHeader string) credHeaders {
 	return credHeaders{h[keyHeader], h["Authorization"]}
 }
 
-// credentialFrom is extractCredential on the values of the two headers.
+// credentialFrom finds the key in a request's credential headers: the key
+// header, or Authorization: Bearer (scheme matched case-insensitively) if
+// bearer is on. It returns ok=false for an ambiguous request: a header sent
+// more than once, or both headers with different keys. An Authorization
+// header of another scheme is not ours and is ignored. Values are taken as
+// Go's server parsed them (leading and trailing spaces and tabs already
+// trimmed); anything else is left to the format check.
 func credentialFrom(ch credHeaders, bearer bool) (cred string, src credentialSource, ok bool) {
 	if vals := ch.key; len(vals) > 0 {
 		if len(vals) > 1 {

@@ -124,7 +124,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		h.auth.decided(r, outcomeInvalidPath, nil, start)
 		return nil
 	}
-	creds := stripIdentityFind(r.Header, h.auth.header)
+	creds := stripIdentity(r.Header, h.auth.header)
 	var required keystore.Scope
 	if !h.req.IsZero() {
 		required = h.req.For(r.Method)

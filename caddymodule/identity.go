@@ -28,12 +28,9 @@ var identityHeaders = [...]string{HeaderKeyID, HeaderKeyName, HeaderKeyType, Hea
 // names, under any spelling that a backend might read as the same name
 // (case, or _ for -, as CGI and some proxies map them), and from the
 // tokens of Connection, which would make a proxy drop the headers we set.
-func stripIdentity(h http.Header) { stripIdentityFind(h, "") }
-
-// stripIdentityFind is stripIdentity, returning on the way the values of
-// the key header (canonical name keyHeader, never an identity name) and
-// of Authorization, which the same pass meets.
-func stripIdentityFind(h http.Header, keyHeader string) (ch credHeaders) {
+// It returns the values of the key header (canonical name keyHeader, never
+// an identity name) and of Authorization, which the same pass meets.
+func stripIdentity(h http.Header, keyHeader string) (ch credHeaders) {
 	// One pass over the request's few headers finds every spelling,
 	// canonical ones included: cheaper than hashing the five names to
 	// delete them first. It notes Connection and the credential headers

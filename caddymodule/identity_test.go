@@ -142,7 +142,7 @@ func TestStripIdentity(t *testing.T) {
 			want: http.Header{"Connection": {"X-Api-Key"}},
 		},
 	} {
-		stripIdentity(tc.in)
+		stripIdentity(tc.in, "")
 		if !reflect.DeepEqual(tc.in, tc.want) {
 			t.Errorf("test %d (%s): got %v, want %v", i, tc.name, tc.in, tc.want)
 		}
