@@ -50,7 +50,7 @@ const decisionSample = 64
 // from zero, as Caddy's own caddy_http_ metrics do; the store's counts
 // (storeCollector) run on while the store stays open.
 type appMetrics struct {
-	decisions *prometheus.CounterVec
+	decisions *decisionCounts
 	duration  *prometheus.HistogramVec
 	mutations *prometheus.CounterVec
 }
@@ -60,10 +60,8 @@ type appMetrics struct {
 func newAppMetrics(reg *prometheus.Registry, a *App) (*appMetrics, error) {
 	const ns, sub = "caddy", "apikey"
 	m := &appMetrics{
-		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: ns, Subsystem: sub, Name: "requests_total",
-			Help: "Requests decided by the apikey and apikey_admin handlers, by server, handler and outcome.",
-		}, []string{"server", "handler", "outcome"}),
+		decisions: newDecisionCounts(prometheus.BuildFQName(ns, sub, "requests_total"),
+			"Requests decided by the apikey and apikey_admin handlers, by server, handler and outcome."),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: sub, Name: "decision_duration_seconds",
 			Help:    fmt.Sprintf("Time the handlers spend deciding a request (path check, key lookup, checks), sampled: one decision in %d.", decisionSample),
@@ -118,10 +116,10 @@ func (m *appMetrics) observeMutation(op, result string) {
 	m.mutations.WithLabelValues(op, result).Inc()
 }
 
-// decisionMetrics are one handler's metrics in one server: the children
-// resolved once, so that counting a decision is an atomic add.
+// decisionMetrics are one handler's metrics in one server: resolved once,
+// so that counting a decision is an add to a counter of the core's own.
 type decisionMetrics struct {
-	outcomes [numOutcomes]prometheus.Counter
+	outcomes *outcomeCounts
 	duration prometheus.Observer
 }
 
@@ -157,9 +155,9 @@ func (s *metricsSlot) get(r *http.Request) *decisionMetrics {
 	if srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok && srv != nil && srv.Name() != "" {
 		server = srv.Name()
 	}
-	m := &decisionMetrics{duration: s.app.duration.WithLabelValues(server, s.handler)}
-	for o := range m.outcomes {
-		m.outcomes[o] = s.app.decisions.WithLabelValues(server, s.handler, outcomeCode(keystore.Outcome(o)))
+	m := &decisionMetrics{
+		outcomes: s.app.decisions.series(server, s.handler),
+		duration: s.app.duration.WithLabelValues(server, s.handler),
 	}
 	s.m.Store(m)
 	return m

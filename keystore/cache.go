@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/caddy-apikey/caddy-apikey/internal/percpu"
 )
 
 // snapshot is an immutable view of a key prepared for verification: the
@@ -237,20 +239,16 @@ func (sl *cacheSlot) drop() {
 	sl.e.Store(nil)
 }
 
-// cacheStats are the request path's cache hits, counted per shard on
-// lines of their own (not the shards', which readers only read).
-type cacheStats struct {
-	hits atomic.Uint64
-	_    [56]byte
-}
-
 // cache maps key hashes to verified records. Fills are guarded by a
 // generation counter: a fill that read Badger before a mutation committed
 // is dropped, so a stale record is never cached after the mutation's
 // invalidation.
 type cache struct {
-	shards   [cacheShards]cacheShard
-	stats    [cacheShards]cacheStats
+	shards [cacheShards]cacheShard
+	// hitCount is the request path's cache hits, counted per P: a count
+	// per shard still moved its line between the cores that looked up
+	// keys of that shard.
+	hitCount *percpu.Counter
 	perShard int
 	gen      atomic.Uint64
 	// evicted receives the last-used times of entries dropped before they
@@ -262,7 +260,7 @@ type cache struct {
 }
 
 func newCache(size int, evicted func(string, int64)) *cache {
-	c := &cache{perShard: max(size/cacheShards, 1), evicted: evicted}
+	c := &cache{perShard: max(size/cacheShards, 1), evicted: evicted, hitCount: percpu.NewCounter()}
 	for i := range c.shards {
 		c.shards[i].tab.Store(newCacheTable(minCacheTable))
 	}
@@ -281,7 +279,7 @@ func (c *cache) get(h Hash) *entry {
 }
 
 // hit counts a request path's lookup that found h.
-func (c *cache) hit(h Hash) { c.stats[h[0]%cacheShards].hits.Add(1) }
+func (c *cache) hit() { c.hitCount.Inc() }
 
 // put caches e under h unless a mutation happened since generation gen was
 // read. A full shard drops an entry from a random place; an entry that e
@@ -432,14 +430,8 @@ func (c *cache) each(fn func(*entry)) {
 	}
 }
 
-// hits is the sum of the shards' hit counts.
-func (c *cache) hits() uint64 {
-	var n uint64
-	for i := range c.stats {
-		n += c.stats[i].hits.Load()
-	}
-	return n
-}
+// hits is the request path's cache hits.
+func (c *cache) hits() uint64 { return c.hitCount.Load() }
 
 func (c *cache) len() int {
 	n := 0

@@ -324,7 +324,7 @@ func foreignShaped(cred string) bool {
 func (s *Store) lookup(h Hash) (*entry, Hash) {
 	e := s.cache.get(h)
 	if e != nil {
-		s.cache.hit(h)
+		s.cache.hit()
 	}
 	return e, h
 }
