@@ -103,14 +103,20 @@ var (
 )
 
 // entry is what the cache holds for one hash: one allocation (entry,
-// snapshot and record). The fields a request reads or writes come first,
-// in as few cache lines as possible (the allocation's size class, 640
-// bytes, is a multiple of 128, so an entry starts on a pair of lines,
-// which the CPU fetches together): the first line holds what the lookup
-// and the checks read, the second the usage counters a request adds to,
-// then the snapshot (the fields it reads first, the key's identity
-// strings next). With 10,000 keys in random order, each request meets
-// its entry out of the CPU's caches: every line it touches is a fetch.
+// snapshot and record, and room for the key's rate-limit bucket). The
+// fields a request reads or writes come first, in as few cache lines as
+// possible: the first line holds what the lookup reads, the second the
+// checks' flags and the key's bucket, the third the usage counters a
+// request adds to, then the snapshot (the fields it reads first, the
+// key's identity strings next). With 10,000 keys in random order, each
+// request meets its entry out of the CPU's caches: every line it touches
+// is a fetch (the CPU fetches a line's neighbour with it).
+//
+// The lines are the allocation's, not the struct's: an entry is an object
+// of over 512 bytes with pointers, which Go's allocator puts 8 bytes into
+// a slot of its size class (704 bytes, a multiple of 64) after a header of
+// its type, so the first line of an entry holds its first 56 bytes.
+// TestEntryLayout checks where the lines fall in allocated entries.
 type entry struct {
 	// hash is the hash the entry is cached under.
 	hash Hash
@@ -125,8 +131,7 @@ type entry struct {
 	bucket atomic.Pointer[bucket]
 	// usageRetired: the entry was dropped from the cache; a request that
 	// found it before and counts in it afterwards keeps it for the next
-	// drain (keepUsage), so that its count is not lost. usageKept: it is
-	// in the store's list of retired entries to drain.
+	// drain (keepUsage), so that its count is not lost.
 	usageRetired atomic.Bool
 	// vouched is the format policy (Verifier.vouch) that checked the
 	// whole format of the key when the entry was filled, 0 if none did
@@ -135,8 +140,19 @@ type entry struct {
 	// as it does on a miss: after a reload that turned the checksum on
 	// or foreign keys off, a cached key is checked as a new one would be.
 	vouched uint8
+	// own is room for the key's rate-limit bucket, on the line after the
+	// first: a request then fetches its bucket with the entry, where a
+	// bucket of its own allocation was one more line to fetch, and only
+	// once the entry's line had told where. Buckets are the limiters', by
+	// key id, and outlive entries: the entry that needs one when the key
+	// has none (or only a dead one, which the sweep dropped) lends its own
+	// (limiters.get), and a later entry of the key points into it, which
+	// keeps its first entry allocated for as long as the bucket lives.
+	own bucket
 	// usage counts the requests that named the key since the last drain.
-	usage     usageSlots
+	usage usageSlots
+	// usageKept: the entry is in the store's list of retired entries to
+	// drain (see usageRetired).
 	usageKept atomic.Bool
 	snap      snapshot
 	flushed   atomic.Int64

@@ -248,9 +248,11 @@ func limiterShard(id string) uint8 {
 	return uint8(h % limiterShards)
 }
 
-// get returns the key's bucket, creating it (full) if needed.
-func (ls *limiters) get(id string, shard uint8, l *Limit) *bucket {
-	sh := &ls.shards[shard]
+// get returns the bucket of the key of cache entry e, creating it (full)
+// in e's room for one (entry.own) if the key has none.
+func (ls *limiters) get(e *entry, l *Limit) *bucket {
+	id := e.snap.key.ID
+	sh := &ls.shards[e.snap.limShard]
 	sh.mu.RLock()
 	b := sh.m[id]
 	sh.mu.RUnlock()
@@ -260,12 +262,26 @@ func (ls *limiters) get(id string, shard uint8, l *Limit) *bucket {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if b = sh.m[id]; b == nil {
-		b = newBucket(l)
+		var g *tokenLease
 		if ls.global != nil {
-			b.g = ls.global.newTokenLease("k/"+id, l)
+			g = ls.global.newTokenLease("k/"+id, l)
 		}
+		b = e.own.reset(l, g)
 		sh.m[id] = b
 	}
+	return b
+}
+
+// reset makes b a new (full) bucket of limit l and lease g (nil without
+// kv.Limits). b is an entry's room for its key's bucket, and the key has
+// no bucket in its limiters' shard, whose lock is held: b is unused, or
+// the sweep dropped it (dead). A request that still holds the dead b
+// takes from it once it is live again, as it would from the key's new
+// bucket: it is that bucket.
+func (b *bucket) reset(l *Limit, g *tokenLease) *bucket {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.dead, b.cfg, b.perSec, b.tokens, b.last, b.g = false, l, float64(l.perSecond()), float64(l.Burst), lastNew, g
 	return b
 }
 
@@ -278,7 +294,7 @@ func (ls *limiters) take(e *entry, l *Limit, now time.Time) (*bucket, RateState,
 	for {
 		b := e.bucket.Load()
 		if b == nil {
-			b = ls.get(e.snap.key.ID, e.snap.limShard, l)
+			b = ls.get(e, l)
 			e.bucket.Store(b)
 		}
 		if st, ok, live := b.takeLive(l, now); live {

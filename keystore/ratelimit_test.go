@@ -245,8 +245,13 @@ func TestSweptBucketIsForgotten(t *testing.T) {
 	}
 	now := e.bucket.Load()
 	sh := &s.limits.shards[e.snap.limShard]
-	if now == first || sh.m[e.snap.key.ID] != now {
-		t.Fatalf("the entry's bucket %p is not the limiters' %p (the dropped one: %p)", now, sh.m[e.snap.key.ID], first)
+	if sh.m[e.snap.key.ID] != now || now.dead {
+		t.Fatalf("the entry's bucket %p (dead: %v) is not the limiters' %p", now, now.dead, sh.m[e.snap.key.ID])
+	}
+	// The entry lent its room for a bucket (entry.own) again: the dropped
+	// bucket was made new in place, not allocated.
+	if now != &e.own || first != &e.own {
+		t.Fatalf("the buckets %p and %p are not the entry's own %p", first, now, &e.own)
 	}
 }
 
@@ -374,5 +379,39 @@ func TestBucketMatchesRateLimiter(t *testing.T) {
 func TestBucketFitsALine(t *testing.T) {
 	if n := unsafe.Sizeof(bucket{}); n > 64 {
 		t.Fatalf("a bucket is %d bytes, more than a cache line", n)
+	}
+}
+
+// TestEntryLayout: in an allocated entry (whose first 8 bytes follow the
+// allocator's header), the lookup's fields share a line, the checks'
+// flags and the key's bucket (entry.own) the next, the usage counters the
+// next, and the snapshot's first fields the next: a request for a key out
+// of the CPU's caches fetches the first two lines as a pair, where a
+// bucket of its own allocation was a fetch of its own.
+func TestEntryLayout(t *testing.T) {
+	line := func(p unsafe.Pointer, size uintptr) [2]uintptr {
+		return [2]uintptr{uintptr(p) / 64, (uintptr(p) + size - 1) / 64}
+	}
+	keep := make([]*entry, 64)
+	for i := range keep {
+		e := new(entry)
+		keep[i] = e
+		groups := []struct {
+			name        string
+			first, last [2]uintptr
+		}{
+			{"hash..bucket", line(unsafe.Pointer(&e.hash), 1), line(unsafe.Pointer(&e.bucket), 8)},
+			{"usageRetired..own", line(unsafe.Pointer(&e.usageRetired), 1), line(unsafe.Pointer(&e.own), unsafe.Sizeof(e.own))},
+			{"usage..usageKept", line(unsafe.Pointer(&e.usage), 1), line(unsafe.Pointer(&e.usageKept), 4)},
+			{"snap.account..snap.scopeHeader", line(unsafe.Pointer(&e.snap.account), 1), line(unsafe.Pointer(&e.snap.scopeHeader), 16)},
+		}
+		for j, g := range groups {
+			if g.first[0] != g.last[1] {
+				t.Fatalf("entry at %#x: %s spans lines %d..%d", uintptr(unsafe.Pointer(e)), g.name, g.first[0], g.last[1])
+			}
+			if j > 0 && g.first[0] != groups[j-1].first[0]+1 {
+				t.Fatalf("entry at %#x: %s is not on the line after %s", uintptr(unsafe.Pointer(e)), g.name, groups[j-1].name)
+			}
+		}
 	}
 }
