@@ -78,8 +78,9 @@ type RateState struct {
 //
 // The bucket is its own token bucket, with the arithmetic of
 // golang.org/x/time/rate's Limiter (AllowN, TokensAt, ReserveN) inline:
-// one allocation of 64 bytes (56 used: 64-byte objects are 64-byte
-// aligned, one line each), one cache line and one lock per request,
+// 56 bytes within one cache line (a key's bucket in its cache entry's
+// second line, entry.own; an account's an allocation of 64 bytes, which
+// are 64-byte aligned), one cache line and one lock per request,
 // where a Limiter behind a pointer was a second allocation, a second
 // cache line and a second lock (its own), and TokensAt a third locking.
 // Under requests spread over many keys, each bucket is out of the CPU's
