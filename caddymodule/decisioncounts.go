@@ -50,11 +50,6 @@ func (d *decisionCounts) series(server, handler string) *outcomeCounts {
 	return c
 }
 
-// value is the count of one series (for tests).
-func (d *decisionCounts) value(server, handler string, o keystore.Outcome) uint64 {
-	return d.series(server, handler)[o].Load()
-}
-
 // Describe implements prometheus.Collector.
 func (d *decisionCounts) Describe(ch chan<- *prometheus.Desc) { ch <- d.desc }
 

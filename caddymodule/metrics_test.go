@@ -48,7 +48,7 @@ func TestUnavailableCountedAndLoggedPerBurst(t *testing.T) {
 	serve(5)
 	time.Sleep(250 * time.Millisecond)
 	serve(1)
-	if got := m.decisions.value("UNKNOWN", "apikey", outcomeUnavailable); got != 6 {
+	if got := m.decisions.series("UNKNOWN", "apikey")[outcomeUnavailable].Load(); got != 6 {
 		t.Errorf("unavailable counted %d times, want 6", got)
 	}
 	entries := logs.All()
