@@ -104,7 +104,7 @@ type bucket struct {
 }
 
 func newBucket(l *Limit) *bucket {
-	return &bucket{cfg: l, perSec: float64(l.perSecond()), tokens: float64(l.Burst), last: lastNew} // starts full
+	return new(bucket).reset(l, nil) // starts full
 }
 
 // bucketEpoch is the origin of the buckets' times.
@@ -274,9 +274,9 @@ func (ls *limiters) get(e *entry, l *Limit) *bucket {
 }
 
 // reset makes b a new (full) bucket of limit l and lease g (nil without
-// kv.Limits). b is an entry's room for its key's bucket, and the key has
-// no bucket in its limiters' shard, whose lock is held: b is unused, or
-// the sweep dropped it (dead). A request that still holds the dead b
+// kv.Limits): a new bucket (newBucket), or an entry's room for its key's
+// bucket when the key has no bucket in its limiters' shard, whose lock is
+// held: b is then unused, or the sweep dropped it (dead). A request that still holds the dead b
 // takes from it once it is live again, as it would from the key's new
 // bucket: it is that bucket.
 func (b *bucket) reset(l *Limit, g *tokenLease) *bucket {
