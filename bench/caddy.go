@@ -45,7 +45,7 @@ type tmplData struct {
 	RateLimit                                                  bool
 	PortRespond, PortAPIKeyRespond, PortProxy, PortAPIKeyProxy int
 	PortHeadersProxy, PortUpstream                             int
-	PortBasicAuth, PortForwardAuth, PortAuthCheck              int
+	PortBasicAuth, PortForwardAuth, PortAuthCheck, PortFloor   int
 	BasicUser, BasicHash, AuthToken                            string
 }
 
@@ -74,6 +74,7 @@ func (e *caddyEnv) data(rateLimit bool) tmplData {
 		PortBasicAuth:     e.ports.basicAuth,
 		PortForwardAuth:   e.ports.forwardAuth,
 		PortAuthCheck:     e.ports.authCheck,
+		PortFloor:         e.ports.floor,
 		BasicUser:         e.peers.user,
 		BasicHash:         e.peers.hash,
 		AuthToken:         e.peers.token,
@@ -265,6 +266,7 @@ func sanityCheck(ctx context.Context, p ports, s samples, peers peerCreds) (rate
 		{p.forwardAuth, peers.token, 200, "ok", peerTokenHeader},
 		{p.forwardAuth, s.valid[0], 401, "", peerTokenHeader},
 		{p.authCheck, peers.token, 200, "", peerTokenHeader},
+		{p.floor, s.valid[0], 200, "ok", ""},
 	}
 	for i := 0; i < 4 && i < len(s.malformed); i++ {
 		checks = append(checks, check{p.apikeyRespond, s.malformed[i], 401, "malformed_key", ""})
@@ -302,6 +304,7 @@ func profileUnderLoad(ctx context.Context, w *wrkRunner, c config, p ports, f ke
 	const (
 		apikeyHandler = "caddymodule.(*Handler).ServeHTTP"
 		basicAuth     = "caddyauth.Authentication.ServeHTTP"
+		floor         = "floor.(*Handler).ServeHTTP"
 		respond       = "caddyhttp.StaticResponse.ServeHTTP"
 		proxy         = "reverseproxy.(*Handler).ServeHTTP"
 	)
@@ -322,6 +325,7 @@ func profileUnderLoad(ctx context.Context, w *wrkRunner, c config, p ports, f ke
 		{"apikey-malformed", p.apikeyRespond, f.malformed, "", apikeyHandler, ""},
 		{"basic-auth-respond", p.basicAuth, peers.basicFile, "Authorization", basicAuth, respond},
 		{"forward-auth-respond", p.forwardAuth, peers.tokenFile, peerTokenHeader, "", ""},
+		{"floor-respond", p.floor, f.valid, "", floor, respond},
 	}
 	var out []string
 	var owns []ownCPU

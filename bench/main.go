@@ -78,7 +78,7 @@ func main() {
 	flag.DurationVar(&c.waitBudget, "wait-budget", 5*time.Minute, "most time a run spends in all waiting for quiet and running disturbed rounds again")
 	flag.IntVar(&c.retries, "retries", 2, "times a round is run again when other processes used more than 3% of the CPU during it")
 	flag.BoolVar(&c.fillOnly, "fill-only", false, "stop after the bulk load (with -fill-profile: profile it)")
-	flag.IntVar(&c.basePort, "port", 18001, "first site port: sites on port..port+7, upstream on port+9")
+	flag.IntVar(&c.basePort, "port", 18001, "first site port: sites on port..port+8, upstream on port+9")
 	flag.StringVar(&c.admin, "admin", "127.0.0.1:18090", "admin endpoint of the measured Caddy (loopback only; needed by -profile)")
 	flag.StringVar(&c.backend, "backend", "badger", "the key store the measured Caddy uses: badger (the embedded store of step 2) or redis (a redis-server the harness starts, into which the store of step 2 is copied as caddy apikey migrate does)")
 	flag.IntVar(&c.propagation, "propagation", 100, "with -backend redis: how many revocations and activations made through another replica are timed until the measured Caddy answers accordingly (0 skips it)")
@@ -156,8 +156,9 @@ func run(ctx context.Context, c config) error {
 	if !c.fillOnly {
 		logf("building %s", caddyBin)
 		t0 := time.Now()
-		if err := runCmd(ctx, root, nil, "go", "build", "-o", caddyBin, "./cmd/caddy"); err != nil {
-			return fmt.Errorf("building ./cmd/caddy: %w", err)
+		// ./cmd/caddy plus the floor handler (bench/floor).
+		if err := runCmd(ctx, root, nil, "go", "build", "-o", caddyBin, "./bench/cmd/caddy"); err != nil {
+			return fmt.Errorf("building ./bench/cmd/caddy: %w", err)
 		}
 		logf("built in %s", time.Since(t0).Round(time.Millisecond))
 	}

@@ -227,11 +227,14 @@ type ports struct {
 	// The peers: basic_auth + respond, forward_auth + respond, and the
 	// site forward_auth asks (200 for the known token, 401 otherwise).
 	basicAuth, forwardAuth, authCheck int
+	// floor: bench_floor + respond, the headers of apikey's contract
+	// with no key check (bench/floor).
+	floor int
 }
 
 func newPorts(base int) ports {
 	return ports{respond: base, apikeyRespond: base + 1, proxy: base + 2, apikeyProxy: base + 3, headersProxy: base + 4,
-		basicAuth: base + 5, forwardAuth: base + 6, authCheck: base + 7, upstream: base + 9}
+		basicAuth: base + 5, forwardAuth: base + 6, authCheck: base + 7, floor: base + 8, upstream: base + 9}
 }
 
 func (p ports) url(port int) string { return fmt.Sprintf("http://127.0.0.1:%d/", port) }
@@ -240,7 +243,7 @@ func (p ports) url(port int) string { return fmt.Sprintf("http://127.0.0.1:%d/",
 // that was not cleaned up, or by something else).
 func (p ports) checkFree(admin string) error {
 	addrs := []string{admin}
-	for _, port := range []int{p.respond, p.apikeyRespond, p.proxy, p.apikeyProxy, p.headersProxy, p.basicAuth, p.forwardAuth, p.authCheck, p.upstream} {
+	for _, port := range []int{p.respond, p.apikeyRespond, p.proxy, p.apikeyProxy, p.headersProxy, p.basicAuth, p.forwardAuth, p.authCheck, p.floor, p.upstream} {
 		addrs = append(addrs, fmt.Sprintf("127.0.0.1:%d", port))
 	}
 	for _, a := range addrs {

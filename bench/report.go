@@ -339,7 +339,7 @@ func (r report) targets22(p func(string, ...any)) {
 			r.cfg.keys, target22Respond, s.ratio, s.ratioMin, s.ratioMax, basic, verdict(pr, s.ratio >= target22Respond && above))
 		added := s.bCPUReq - s.aCPUReq
 		peers := ""
-		for _, id := range []string{"basic_auth", "forward_auth"} {
+		for _, id := range []string{"basic_auth", "forward_auth", "floor"} {
 			if ps, _, ok := ratio(id); ok {
 				peers += fmt.Sprintf("; %s adds %+.1f µs", id, ps.bCPUReq-ps.aCPUReq)
 			}

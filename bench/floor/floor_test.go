@@ -1,0 +1,57 @@
+package floor
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// TestFloorSetsTheHeaders: the floor drops the key header and sets the
+// five identity headers on the request and the three RateLimit-* headers
+// on the response, as apikey does on a pass.
+func TestFloorSetsTheHeaders(t *testing.T) {
+	r := httptest.NewRequest("GET", "/", nil)
+	r.Header.Set("X-Api-Key", "ak_secret")
+	w := httptest.NewRecorder()
+	var seen http.Header
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		seen = r.Header.Clone()
+		w.WriteHeader(http.StatusOK)
+		return nil
+	})
+	if err := new(Handler).ServeHTTP(w, r, next); err != nil {
+		t.Fatal(err)
+	}
+	if v := seen.Get("X-Api-Key"); v != "" {
+		t.Errorf("key header forwarded: %q", v)
+	}
+	for _, h := range []string{"X-Api-Key-Id", "X-Api-Key-Name", "X-Api-Key-Type", "X-Api-Account", "X-Api-Scopes"} {
+		if seen.Get(h) == "" {
+			t.Errorf("request header %s not set", h)
+		}
+	}
+	for _, h := range []string{"RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"} {
+		if w.Header().Get(h) == "" {
+			t.Errorf("response header %s not set", h)
+		}
+	}
+}
+
+func TestFloorCaddyfile(t *testing.T) {
+	for _, tc := range []struct {
+		in string
+		ok bool
+	}{
+		{"bench_floor", true},
+		{"bench_floor extra", false},
+		{"bench_floor {\n\tx\n}", false},
+	} {
+		err := new(Handler).UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.in))
+		if (err == nil) != tc.ok {
+			t.Errorf("%q: err %v, want ok=%v", tc.in, err, tc.ok)
+		}
+	}
+}
