@@ -228,7 +228,7 @@ func FuzzExtractCredential(f *testing.F) {
 		// that strips identity headers) decides the same.
 		withIdentity := h.Clone()
 		withIdentity[HeaderKeyID] = []string{"spoofed"}
-		c2, s2, ok2 := credentialFrom(stripIdentity(withIdentity, testKeyHeader), bearer)
+		c2, s2, ok2 := credentialFrom(stripIdentity(withIdentity, testKeyHeader, false), bearer)
 		if c2 != cred || s2 != src || ok2 != ok || withIdentity[HeaderKeyID] != nil {
 			t.Fatalf("the stripping pass found %q %d %v, extractCredential %q %d %v", c2, s2, ok2, cred, src, ok)
 		}

@@ -124,7 +124,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		h.auth.decided(r, outcomeInvalidPath, nil, start)
 		return nil
 	}
-	creds := stripIdentity(r.Header, h.auth.header)
+	creds := stripIdentity(r.Header, h.auth.header, !h.ForwardKey)
 	var required keystore.Scope
 	if !h.req.IsZero() {
 		required = h.req.For(r.Method)
@@ -138,7 +138,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		pv.setRate(w.Header(), res.Rate)
 	}
 	if !h.ForwardKey {
-		h.auth.removeCredential(r.Header, src)
+		removeBearer(r.Header, src) // (stripIdentity dropped the key header)
 	}
 	scrubTrailers(r, h.auth.header)
 	pv.setIdentity(r.Header, &res)
@@ -262,13 +262,9 @@ func (a *authenticator) decided(r *http.Request, o keystore.Outcome, k *keystore
 	}
 }
 
-// removeCredential deletes the header that carried the key: the key
-// header, or the Bearer value of Authorization (an Authorization value of
-// another scheme is not ours and stays).
-func (a *authenticator) removeCredential(h http.Header, src credentialSource) {
-	if src == fromHeader || src == fromBoth {
-		delete(h, a.header)
-	}
+// removeBearer deletes the Bearer value of Authorization if it carried the
+// key (an Authorization value of another scheme is not ours and stays).
+func removeBearer(h http.Header, src credentialSource) {
 	if src == fromBearer || src == fromBoth {
 		kept := slices.DeleteFunc(h["Authorization"], func(v string) bool {
 			_, isBearer := bearerToken(v)

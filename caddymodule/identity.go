@@ -29,8 +29,11 @@ var identityHeaders = [...]string{HeaderKeyID, HeaderKeyName, HeaderKeyType, Hea
 // (case, or _ for -, as CGI and some proxies map them), and from the
 // tokens of Connection, which would make a proxy drop the headers we set.
 // It returns the values of the key header (canonical name keyHeader, never
-// an identity name) and of Authorization, which the same pass meets.
-func stripIdentity(h http.Header, keyHeader string) (ch credHeaders) {
+// an identity name) and of Authorization, which the same pass meets. With
+// dropKey it also deletes the key header, where the pass has its slot at
+// hand: a request that passes is forwarded without it (unless forward_key),
+// and one that is refused goes nowhere.
+func stripIdentity(h http.Header, keyHeader string, dropKey bool) (ch credHeaders) {
 	// One pass over the request's few headers finds every spelling,
 	// canonical ones included: cheaper than hashing the five names to
 	// delete them first. It notes Connection and the credential headers
@@ -40,6 +43,9 @@ func stripIdentity(h http.Header, keyHeader string) (ch credHeaders) {
 		switch {
 		case k == keyHeader:
 			ch.key = v
+			if dropKey {
+				delete(h, k)
+			}
 		case k == "Authorization":
 			ch.authz = v
 		case isIdentityName(k):

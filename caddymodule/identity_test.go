@@ -142,9 +142,34 @@ func TestStripIdentity(t *testing.T) {
 			want: http.Header{"Connection": {"X-Api-Key"}},
 		},
 	} {
-		stripIdentity(tc.in, "")
+		stripIdentity(tc.in, "", true)
 		if !reflect.DeepEqual(tc.in, tc.want) {
 			t.Errorf("test %d (%s): got %v, want %v", i, tc.name, tc.in, tc.want)
+		}
+	}
+}
+
+// TestStripIdentityKeyHeader: the pass returns the key header's and
+// Authorization's values, and deletes the key header only with dropKey;
+// Authorization stays either way (removeBearer decides on it later).
+func TestStripIdentityKeyHeader(t *testing.T) {
+	for _, drop := range []bool{false, true} {
+		h := http.Header{
+			"X-Api-Key":     {"ak_one"},
+			"Authorization": {"Bearer ak_one"},
+			"X_api_key_id":  {"spoofed"},
+			"Accept":        {"*/*"},
+		}
+		ch := stripIdentity(h, "X-Api-Key", drop)
+		if !reflect.DeepEqual(ch.key, []string{"ak_one"}) || !reflect.DeepEqual(ch.authz, []string{"Bearer ak_one"}) {
+			t.Errorf("dropKey %v: found %+v", drop, ch)
+		}
+		want := http.Header{"Authorization": {"Bearer ak_one"}, "Accept": {"*/*"}}
+		if !drop {
+			want["X-Api-Key"] = []string{"ak_one"}
+		}
+		if !reflect.DeepEqual(h, want) {
+			t.Errorf("dropKey %v: left %v, want %v", drop, h, want)
 		}
 	}
 }
