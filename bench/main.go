@@ -151,7 +151,9 @@ func run(ctx context.Context, c config) error {
 		}
 	}
 
-	// 1. Build.
+	// 1. Build. The commit is read now: the tree may change while the run
+	// goes on, and the binary is what it was built from.
+	commit := gitCommit(ctx, root)
 	caddyBin := filepath.Join(c.out, "caddy")
 	if !c.fillOnly {
 		logf("building %s", caddyBin)
@@ -319,7 +321,7 @@ func run(ctx context.Context, c config) error {
 		cmdline:         commandLine(),
 		cfg:             c,
 		machine:         describeMachine(ctx),
-		commit:          gitCommit(ctx, root),
+		commit:          commit,
 		rateLimitOption: env.rateLimit,
 		rateLimited:     rateLimited,
 		fill:            fill.stats,

@@ -55,3 +55,24 @@ func TestFloorCaddyfile(t *testing.T) {
 		}
 	}
 }
+
+// FuzzFloorCaddyfile: the directive's parser takes only its name, and no
+// input makes it panic or accept arguments.
+func FuzzFloorCaddyfile(f *testing.F) {
+	for _, s := range []string{"bench_floor", "bench_floor x", "bench_floor {\n}", "bench_floor {\n\tx\n}", "bench_floor \"\"", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		d := caddyfile.NewTestDispenser(in)
+		err := new(Handler).UnmarshalCaddyfile(d)
+		if err != nil {
+			return
+		}
+		// Accepted: the directive had no argument and no non-empty block.
+		d = caddyfile.NewTestDispenser(in)
+		d.Next()
+		if d.NextArg() {
+			t.Fatalf("%q accepted with an argument", in)
+		}
+	})
+}
