@@ -63,3 +63,21 @@ func TestPprofDuration(t *testing.T) {
 		t.Error("an unknown unit was accepted")
 	}
 }
+
+// TestOwnCPUSummary: the targets' line names apikey, basic_auth and the
+// floor in that order, from the profiled loads, and nothing without them.
+func TestOwnCPUSummary(t *testing.T) {
+	if s := (report{}).ownCPUSummary(); s != "" {
+		t.Errorf("without profiles: %q", s)
+	}
+	r := report{ownCPU: []ownCPU{
+		{load: "floor-respond", own: 970 * time.Millisecond, requests: 1_663_313},
+		{load: "apikey-unknown", own: 7 * time.Second, requests: 1_000_000},
+		{load: "apikey-respond", own: 5 * time.Second, requests: 1_715_919},
+		{load: "basic-auth-respond", own: 3780 * time.Millisecond, requests: 1_666_974},
+	}}
+	want := "`apikey` 2.91 µs (500 samples), `basic_auth` 2.27 µs (378 samples), the floor 0.58 µs (97 samples)"
+	if s := r.ownCPUSummary(); s != want {
+		t.Errorf("got  %q\nwant %q", s, want)
+	}
+}

@@ -357,6 +357,28 @@ func (r report) targets22(p func(string, ...any)) {
 	row("unknown", "unknown-key flood / `respond`", target22Flood)
 	row("malformed", "malformed flood / `respond`", target22Flood)
 	p("| `BenchmarkServeHTTPValidSpread` over baseline | <= 1.5 µs, no allocation in the handler | not measured by this harness: `go test -run '^$' -bench 'ServeHTTP' -benchmem ./caddymodule/` | |\n\n")
+	if own := r.ownCPUSummary(); own != "" {
+		p("The pairs' ratios and CPU figures move by more than these targets' margins from pair to pair on a shared machine (the floor, which checks no key, has read below `apikey`). The handlers' own CPU from the profiles resolves them: %s (a figure of n samples is uncertain by about √n).\n\n", own)
+	}
+}
+
+// ownCPUSummary lists the own CPU per request of apikey (valid keys), of
+// basic_auth and of the floor, as profiled in this run ("" without
+// profiles).
+func (r report) ownCPUSummary() string {
+	var parts []string
+	for _, l := range []struct{ load, label string }{
+		{"apikey-respond", "`apikey`"},
+		{"basic-auth-respond", "`basic_auth`"},
+		{"floor-respond", "the floor"},
+	} {
+		for _, o := range r.ownCPU {
+			if o.load == l.load {
+				parts = append(parts, fmt.Sprintf("%s %.2f µs (%d samples)", l.label, o.perRequestUS(), o.samples()))
+			}
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 func yesNo(b bool) string {
