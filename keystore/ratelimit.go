@@ -276,9 +276,9 @@ func (ls *limiters) get(e *entry, l *Limit) *bucket {
 // reset makes b a new (full) bucket of limit l and lease g (nil without
 // kv.Limits): a new bucket (newBucket), or an entry's room for its key's
 // bucket when the key has no bucket in its limiters' shard, whose lock is
-// held: b is then unused, or the sweep dropped it (dead). A request that still holds the dead b
-// takes from it once it is live again, as it would from the key's new
-// bucket: it is that bucket.
+// held: b is then unused, or the sweep dropped it (dead). A request that
+// still holds the dead b takes from it once it is live again, as it would
+// from the key's new bucket: it is that bucket.
 func (b *bucket) reset(l *Limit, g *tokenLease) *bucket {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -7,14 +7,17 @@ import (
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-apikey/caddy-apikey/caddymodule"
 )
 
 // TestFloorSetsTheHeaders: the floor drops the key header and sets the
 // five identity headers on the request and the three RateLimit-* headers
-// on the response, as apikey does on a pass.
+// on the response, under the names apikey uses (caddymodule's), as apikey
+// does on a pass.
 func TestFloorSetsTheHeaders(t *testing.T) {
 	r := httptest.NewRequest("GET", "/", nil)
-	r.Header.Set("X-Api-Key", "ak_secret")
+	r.Header.Set(caddymodule.DefaultKeyHeader, "ak_secret")
 	w := httptest.NewRecorder()
 	var seen http.Header
 	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
@@ -25,10 +28,10 @@ func TestFloorSetsTheHeaders(t *testing.T) {
 	if err := new(Handler).ServeHTTP(w, r, next); err != nil {
 		t.Fatal(err)
 	}
-	if v := seen.Get("X-Api-Key"); v != "" {
+	if v := seen.Get(caddymodule.DefaultKeyHeader); v != "" {
 		t.Errorf("key header forwarded: %q", v)
 	}
-	for _, h := range []string{"X-Api-Key-Id", "X-Api-Key-Name", "X-Api-Key-Type", "X-Api-Account", "X-Api-Scopes"} {
+	for _, h := range []string{caddymodule.HeaderKeyID, caddymodule.HeaderKeyName, caddymodule.HeaderKeyType, caddymodule.HeaderAccount, caddymodule.HeaderScopes} {
 		if seen.Get(h) == "" {
 			t.Errorf("request header %s not set", h)
 		}
